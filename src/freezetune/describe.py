@@ -1,0 +1,62 @@
+"""``freezetune inspect``: the ordered units of a model and what a ``--freeze`` spec trains."""
+
+from __future__ import annotations
+
+from freezetune.freezing import apply_frozen, frozen_parameters, parse_freeze
+from freezetune.models import load_model
+from freezetune.units import Units, split_units, trainable_line
+
+__all__ = ["inspect_model", "unit_table"]
+
+
+def unit_table(units: Units, sizes: dict[str, int], frozen: frozenset[str]) -> str:
+    """One row per unit: name, parameters, trainable parameters, state.
+
+    >>> from freezetune.units import Unit, Units
+    >>> u = Units((Unit("embeddings", (), ("e",)), Unit("head", (), ("h",))), "x", "b")
+    >>> print(unit_table(u, {"e": 10, "h": 2}, frozenset({"e"})))
+    unit             params   trainable  state
+    embeddings           10           0  frozen
+    head                  2           2  trains
+    """
+    rows = ["unit             params   trainable  state"]
+    for unit in units.units:
+        total = sum(sizes[p] for p in unit.params)
+        trains = sum(sizes[p] for p in unit.params if p not in frozen)
+        state = "frozen" if trains == 0 and total else "trains" if trains == total else "partial"
+        rows.append(f"{unit.name:<12}{total:>11,}{trains:>12,}  {state}")
+    return "\n".join(rows)
+
+
+def inspect_model(
+    name: str,
+    *,
+    freeze: str = "full",
+    pooling: str | None = None,
+    blocks_path: str | None = None,
+    embeddings_paths: list[str] | None = None,
+    num_labels: int = 2,
+    trust_remote_code: bool = False,
+) -> str:
+    """Describe ``name``'s units and the trainable split under ``freeze``.
+
+    >>> print(inspect_model("minilm-l6", freeze="bottom:3"))  # doctest: +SKIP
+    """
+    spec = parse_freeze(freeze)
+    loaded = load_model(
+        name, num_labels=num_labels, pooling=pooling, trust_remote_code=trust_remote_code
+    )
+    model = loaded.model
+    units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
+    frozen = frozen_parameters(units, spec)
+    apply_frozen(model, frozen)
+    sizes = {n: p.numel() for n, p in model.named_parameters()}
+    header = (
+        f"model {name} ({units.family}, {units.num_blocks} blocks at {units.blocks_path}, "
+        f"pooling {model.config.pooling}); freeze {spec.text}"
+    )
+    lines = [header, unit_table(units, sizes, frozen)]
+    if units.note:
+        lines.append(f"note: {units.note}")
+    lines.append(trainable_line(model))
+    return "\n".join(lines)

