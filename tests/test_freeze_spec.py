@@ -42,7 +42,12 @@ def test_combinations_keep_every_part():
         ("bottom", "unknown"),
         ("bottom:x", "whole number"),
         ("bottom:-1", "whole number"),
-        ("lora", "unknown"),
+        ("lorax", "unknown"),
+        ("gradual+autofreeze", "one schedule"),
+        ("bottom:2+gradual", "decides the frozen prefix"),
+        ("gradual:bogus=1", "unknown option"),
+        ("autofreeze:n=x", "must be a int"),
+        ("llrd:1.5", "DECAY must be in"),
         ("pattern:", "regular expression"),
         ("pattern:(", "not a valid regular expression"),
         ("pattern:a+bottom:2x", None),  # regex swallows the rest: valid

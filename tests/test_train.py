@@ -116,7 +116,9 @@ def test_outputs_result_metrics_and_a_loadable_model(tiny_bert, tmp_path):
     assert saved["best"] == result["best"] and saved["config"]["freeze"] == "bottom:1"
     assert 0 < saved["trainable_params"] < saved["total_params"]
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert events[0]["event"] == "start" and "trainable params:" in events[0]["trainable"]
+    assert events[0]["event"] == "start"
+    assert events[1]["event"] == "freeze" and events[1]["units_frozen"] == 2
+    assert events[1]["trainable"].startswith("trainable params:")
     evals = [e for e in events if e["event"] == "eval"]
     assert len(evals) >= 3 and evals[-1]["epoch"] == 2  # every 3 steps + each epoch end
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()

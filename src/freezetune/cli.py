@@ -1,4 +1,4 @@
-"""``freezetune`` command line: ``train`` and ``inspect``.
+"""``freezetune`` command line: ``train``, ``inspect``, ``study`` and ``report``.
 
 Every bad input becomes one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from freezetune.errors import UserError
+from freezetune.study.cli import add_report_args, add_study_args, cmd_report, cmd_study
 
 __all__ = ["build_parser", "main"]
 
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show the model's units and what a --freeze spec trains")
     _add_model_args(p)
     p.add_argument("--num-labels", type=int, default=2, help="size of the new head (2)")
+    add_study_args(sub.add_parser("study", help="run a resumable grid of strategies x seeds"))
+    add_report_args(sub.add_parser("report", help="(re)write a study's tables, plots and html"))
     return parser
 
 
@@ -180,7 +183,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "inspect": cmd_inspect}
+COMMANDS = {"train": cmd_train, "inspect": cmd_inspect, "study": cmd_study, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

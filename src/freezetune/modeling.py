@@ -71,6 +71,9 @@ class FreezetuneForSequenceClassification(PreTrainedModel):
     base_model_prefix = "encoder"
     supports_gradient_checkpointing = True
 
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
     def __init__(self, config: FreezetuneConfig, encoder: nn.Module | None = None):
         super().__init__(config)
         encoder_config: Any = config.encoder

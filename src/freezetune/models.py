@@ -134,8 +134,12 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     encoder.config.pad_token_id = tokenizer.pad_token_id
     names = labels or (("score",) if num_labels == 1 else tuple(map(str, range(num_labels))))
+    # building the wrapper config resets the encoder's attention backend: keep the loaded one
+    # (sdpa), or attention silently falls back to a slower path
+    attention = encoder.config._attn_implementation
     head_config = FreezetuneConfig(  # type: ignore[call-arg]  # base-config kwargs
         encoder=encoder.config,
+        attn_implementation=attention,
         pooling=how,
         classifier_dropout=classifier_dropout,
         num_labels=num_labels,

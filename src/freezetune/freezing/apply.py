@@ -13,12 +13,14 @@ from freezetune.units import Units
 __all__ = ["apply_frozen", "frozen_parameters", "set_train_modes"]
 
 
-def frozen_parameters(units: Units, spec: FreezeSpec) -> frozenset[str]:
-    """Names of the parameters ``spec`` freezes (pure: works on names, touches no tensor).
+def frozen_parameters(units: Units, spec: FreezeSpec, prefix: int | None = None) -> frozenset[str]:
+    """Names of the parameters frozen by ``spec`` with ``prefix`` leading units frozen
+    (default: the spec's static prefix). Pure: works on names, touches no tensor.
 
-    The head never freezes: it is new and must learn the task.
+    The head never freezes: it is new and must learn the task. With LoRA, every weight
+    outside the adapters freezes.
     """
-    n = spec.frozen_prefix(units.num_blocks)
+    n = spec.frozen_prefix(units.num_blocks) if prefix is None else prefix
     frozen = {name for unit in units.units[:n] for name in unit.params}
     regexes = [re.compile(p) for p in spec.patterns]
     for unit in units.units[:-1]:
@@ -26,6 +28,8 @@ def frozen_parameters(units: Units, spec: FreezeSpec) -> frozenset[str]:
             if spec.bitfit and not name.endswith("bias"):
                 frozen.add(name)
             if any(r.search(name) for r in regexes):
+                frozen.add(name)
+            if spec.lora is not None and "lora_" not in name:
                 frozen.add(name)
     return frozenset(frozen - set(units.units[-1].params))
 

@@ -1,14 +1,18 @@
-"""Parse ``--freeze`` specs into a pure description of what is frozen (no torch here).
+"""Parse ``--freeze`` specs into a pure description of what trains (no torch here).
 
 Units are ``[embeddings, block_0, ..., block_{L-1}, head]``; most strategies are "the first n
-units are frozen" (fastai's ``freeze_to``). Non-prefix selections (bias-only, name patterns) are
-separate fields and combine with a prefix by union of what they freeze. The head always trains.
+units are frozen" (fastai's ``freeze_to``), either fixed or changing on a schedule. Non-prefix
+selections (bias-only, name patterns, LoRA) are separate fields and combine with a prefix by
+union of what they freeze. The head always trains.
 
 Grammar: components joined by ``+``; ``pattern:REGEX`` must come last (its regex may contain
-``+``)::
+``+``). Options are ``name:value`` or ``name:key=value,key=value``::
 
-    full | head | embeddings | bottom:K | top:K | bitfit | pattern:REGEX
-    e.g.  bottom:3+bitfit    embeddings+pattern:attention\\.self
+    static:    full | head | embeddings | bottom:K | top:K | bitfit | pattern:REGEX
+    schedules: two-phase[:epochs=1,to=K,scale=1,head_scale=10] | gradual[:epochs=1|steps=N,stlr]
+               progressive[:freezeout|linear,t0=0.8,start=0.5,level=1] | autofreeze[:n=10,p=50]
+    modifiers: llrd:DECAY | lora[:r=8,alpha=16,dropout=0.1,targets=query|value]
+    e.g.  bottom:3+bitfit    autofreeze+llrd:0.9    bottom:2+lora:r=4
 """
 
 from __future__ import annotations
@@ -18,19 +22,36 @@ from dataclasses import dataclass
 
 from freezetune.errors import UserError
 
-__all__ = ["SPEC_HELP", "FreezeSpec", "parse_freeze"]
+__all__ = ["SCHEDULES", "SPEC_HELP", "FreezeSpec", "parse_freeze"]
 
 SPEC_HELP = (
-    "full, head, embeddings, bottom:K, top:K, bitfit, pattern:REGEX, joined with '+' "
-    "(e.g. bottom:3+bitfit)"
+    "full, head, embeddings, bottom:K, top:K, bitfit, pattern:REGEX, two-phase, gradual, "
+    "progressive, autofreeze, lora, llrd:DECAY, joined with '+' (e.g. bottom:3+bitfit)"
 )
+
+#: schedule -> (positional option name, {option: type})
+SCHEDULES: dict[str, tuple[str, dict[str, type]]] = {
+    "two-phase": (
+        "epochs",
+        {"epochs": float, "steps": int, "to": int, "scale": float, "head_scale": float},
+    ),
+    "gradual": ("epochs", {"epochs": float, "steps": int, "stlr": bool}),
+    "progressive": (
+        "mode",
+        {"mode": str, "t0": float, "scale": str, "start": float, "level": float},
+    ),
+    "autofreeze": ("n", {"n": int, "p": float}),
+}
+LORA_OPTIONS: dict[str, type] = {"r": int, "alpha": int, "dropout": float, "targets": str}
+
+Options = tuple[tuple[str, object], ...]
 
 
 @dataclass(frozen=True)
 class FreezeSpec:
-    """What a static spec freezes, before it is resolved against a model's units.
+    """What a spec freezes, before it is resolved against a model's units.
 
-    ``prefix`` counts frozen leading units (``None`` with ``top`` set: counted from the top).
+    ``prefix`` counts frozen leading units (``top`` counts trainable blocks from the top).
     """
 
     text: str
@@ -39,9 +60,16 @@ class FreezeSpec:
     head_only: bool = False
     bitfit: bool = False  # freeze every weight that is not a bias (outside the head)
     patterns: tuple[str, ...] = ()  # freeze parameters whose qualified name matches
+    schedule: str | None = None  # a key of SCHEDULES: what is frozen changes during training
+    schedule_options: Options = ()
+    llrd: float | None = None  # layer-wise LR decay per unit below the head
+    lora: Options | None = None  # LoRA adapters (PEFT); the wrapped weights freeze
+
+    def option(self, key: str, default: object) -> object:
+        return dict(self.schedule_options).get(key, default)
 
     def frozen_prefix(self, num_blocks: int) -> int:
-        """Number of leading units frozen for a model with ``num_blocks`` blocks.
+        """Number of leading units a static spec freezes, for ``num_blocks`` blocks.
 
         >>> parse_freeze("bottom:3").frozen_prefix(6), parse_freeze("top:2").frozen_prefix(6)
         (4, 5)
@@ -71,11 +99,73 @@ def _count(component: str, value: str) -> int:
     return int(value)
 
 
+def _value(component: str, key: str, raw: str, kind: type) -> object:
+    try:
+        if kind is bool:
+            if raw.lower() not in ("", "true", "1", "yes", "false", "0", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("", "true", "1", "yes")
+        return kind(raw)
+    except ValueError:
+        raise UserError(
+            f"--freeze {component}: {key} must be a {kind.__name__}, got {raw!r}"
+        ) from None
+
+
+def _options(component: str, text: str, positional: str, allowed: dict[str, type]) -> Options:
+    """``a=1,b=2`` (or a bare first value for ``positional``) -> typed ((key, value), ...)."""
+    out: dict[str, object] = {}
+    for i, item in enumerate(p for p in text.split(",") if p):
+        key, eq, raw = item.partition("=")
+        if not eq:
+            key, raw = (positional, item) if i == 0 and item not in allowed else (item, "")
+        if key not in allowed:
+            raise UserError(
+                f"--freeze {component}: unknown option {key!r}; choose from {', '.join(allowed)}"
+            )
+        out[key] = _value(component, key, raw, allowed[key])
+    return tuple(sorted(out.items()))
+
+
+def _parse_part(part: str, fields: dict) -> None:
+    name, _, value = part.partition(":")
+    if name == "full" and not value:
+        return
+    if name == "head" and not value:
+        fields["head_only"] = True
+    elif name == "embeddings" and not value:
+        fields["prefix"] = max(fields["prefix"], 1)
+    elif name == "bottom" and value:
+        fields["prefix"] = max(fields["prefix"], _count(part, value) + 1)
+    elif name == "top" and value:
+        fields["top"] = _count(part, value)
+    elif name == "bitfit" and not value:
+        fields["bitfit"] = True
+    elif name in SCHEDULES:
+        if fields["schedule"]:
+            raise UserError(f"--freeze takes one schedule, got {fields['schedule']} and {name}")
+        positional, allowed = SCHEDULES[name]
+        fields["schedule"] = name
+        fields["schedule_options"] = _options(part, value, positional, allowed)
+    elif name == "llrd" and value:
+        decay = _value(part, "DECAY", value, float)
+        if not 0 < decay <= 1:  # type: ignore[operator]
+            raise UserError(f"--freeze {part}: DECAY must be in (0, 1], e.g. llrd:0.9")
+        fields["llrd"] = decay
+    elif name == "lora":
+        fields["lora"] = _options(part, value, "r", LORA_OPTIONS)
+    else:
+        raise UserError(f"unknown --freeze part {part!r}; use {SPEC_HELP}")
+
+
 def parse_freeze(text: str) -> FreezeSpec:
     """Parse a ``--freeze`` spec; unknown parts raise :class:`UserError` listing the choices.
 
     >>> parse_freeze("bottom:2+bitfit")
-    FreezeSpec(text='bottom:2+bitfit', prefix=3, top=None, head_only=False, bitfit=True, patterns=())
+    FreezeSpec(text='bottom:2+bitfit', prefix=3, top=None, head_only=False, bitfit=True, \
+patterns=(), schedule=None, schedule_options=(), llrd=None, lora=None)
+    >>> parse_freeze("autofreeze:n=20+llrd:0.9").schedule_options
+    (('n', 20),)
     """
     raw = text.strip()
     head, sep, regex = raw.partition("pattern:")
@@ -84,23 +174,25 @@ def parse_freeze(text: str) -> FreezeSpec:
         raise UserError(f"bad --freeze {text!r}: pattern:REGEX must come last; use {SPEC_HELP}")
     if not parts and not sep:
         raise UserError(f"empty --freeze spec; use one of: {SPEC_HELP}")
-    fields: dict = {"prefix": 0, "top": None, "head_only": False, "bitfit": False}
+    fields: dict = {
+        "prefix": 0,
+        "top": None,
+        "head_only": False,
+        "bitfit": False,
+        "schedule": None,
+        "schedule_options": (),
+        "llrd": None,
+        "lora": None,
+    }
     for part in parts:
-        name, _, value = part.partition(":")
-        if name == "full" and not value:
-            continue
-        if name == "head" and not value:
-            fields["head_only"] = True
-        elif name == "embeddings" and not value:
-            fields["prefix"] = max(fields["prefix"], 1)
-        elif name == "bottom" and value:
-            fields["prefix"] = max(fields["prefix"], _count(part, value) + 1)
-        elif name == "top" and value:
-            fields["top"] = _count(part, value)
-        elif name == "bitfit" and not value:
-            fields["bitfit"] = True
-        else:
-            raise UserError(f"unknown --freeze part {part!r}; use {SPEC_HELP}")
+        _parse_part(part, fields)
+    if fields["schedule"] and (
+        fields["prefix"] or fields["top"] is not None or fields["head_only"]
+    ):
+        raise UserError(
+            f"--freeze {raw}: a schedule decides the frozen prefix itself; drop bottom/top/"
+            "head/embeddings, or use two-phase:to=K to stop unfreezing at bottom:K"
+        )
     patterns: tuple[str, ...] = ()
     if sep:
         if not regex:

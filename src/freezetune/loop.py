@@ -1,0 +1,190 @@
+"""The training loop: one explicit pass over epochs and steps, with freezing hooks.
+
+What is frozen is asked of the policy before every optimizer step and applied only when it
+changes; AutoFreeze additionally sees accumulated block gradients at its decision points.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from freezetune.errors import UserError
+from freezetune.freezing import apply_frozen, frozen_parameters, set_train_modes
+from freezetune.freezing.policies import AutoFreeze, Policy, Progress, linear_warmup_decay
+from freezetune.freezing.signals import BlockGradients
+from freezetune.records import append_jsonl
+from freezetune.units import trainable_line
+
+__all__ = ["Loop"]
+
+
+def autocast(enabled: bool, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _progress_bar(total: int, enabled: bool, desc: str) -> tqdm:
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        file=sys.stderr,
+    )
+
+
+class Loop:
+    """State of one run's training; ``run`` is the loop itself."""
+
+    def __init__(
+        self,
+        setup: Any,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        policy: Policy,
+        device: torch.device,
+        evaluate: Any,
+        metrics_path: Any,
+        total_steps: int,
+        steps_per_epoch: int,
+    ):
+        self.setup, self.model, self.optimizer, self.policy = setup, model, optimizer, policy
+        self.device, self.evaluate, self.metrics_path = device, evaluate, metrics_path
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+        self.main = setup.data.task.main_metric
+        self.step = 0
+        self.frozen_prefix: int | None = None
+        self.trainable = ""
+        self.timeline: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.best_weights: dict[str, torch.Tensor] = {}
+        self.last: dict[str, Any] = {}
+        self.train_time = self.eval_time = 0.0
+        self.examples = 0
+        num_blocks = setup.units.num_blocks
+        self.depth = {i: num_blocks + 1 - i for i in range(num_blocks + 2)}  # head: 0
+        self.grads = BlockGradients(model, setup.units) if isinstance(policy, AutoFreeze) else None
+
+    # 1) what trains, decided before each optimizer step and applied only on change
+    def refreeze(self) -> None:
+        progress = Progress(self.step, self.total_steps, self.steps_per_epoch)
+        n = self.policy.frozen_units(progress)
+        if n == self.frozen_prefix:
+            return
+        self.frozen_prefix = n
+        apply_frozen(self.model, frozen_parameters(self.setup.units, self.setup.spec, n))
+        set_train_modes(self.model, self.setup.units, n, True)
+        self.trainable = trainable_line(self.model)
+        record = {
+            "event": "freeze",
+            "step": self.step,
+            "units_frozen": n,
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "trainable": self.trainable,
+        }
+        self.timeline.append(record)
+        append_jsonl(self.metrics_path, record)
+        print(f"step {self.step}: {n} units frozen; {self.trainable}", file=sys.stderr)
+
+    # 2) every group's LR: base x (policy's factor or warmup/decay) x llrd^(depth from top)
+    def set_learning_rates(self) -> None:
+        progress = Progress(self.step, self.total_steps, self.steps_per_epoch)
+        spec, warmup = self.setup.spec, self.setup.config.optim.warmup_ratio
+        default = linear_warmup_decay(self.step, self.total_steps, warmup)
+        for group in self.optimizer.param_groups:
+            unit = group["unit"]
+            factor = self.policy.lr_factor(unit, progress)
+            factor = default if factor is None else factor
+            if spec.llrd is not None:
+                factor *= spec.llrd ** self.depth[unit]
+            group["lr"] = group["base_lr"] * factor
+
+    def run(self, loader: Any) -> None:
+        cfg = self.setup.config
+        t = cfg.train
+        bar = _progress_bar(self.total_steps, t.progress, f"train {cfg.freeze}")
+        for epoch in range(t.epochs):
+            loader.sampler.set_epoch(epoch)  # a new, reproducible order every epoch
+            set_train_modes(self.model, self.setup.units, self.frozen_prefix or 0, True)
+            started, running = time.perf_counter(), 0.0
+            for i, batch in enumerate(loader):
+                if i % t.grad_accum == 0:
+                    self.refreeze()
+                    self.set_learning_rates()
+                running += self._backward(batch)
+                if (i + 1) % t.grad_accum and i + 1 != len(loader):
+                    continue
+                self._optimizer_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.4f}", epoch=epoch + 1)
+                running = 0.0
+                if (
+                    t.eval_every
+                    and self.step % t.eval_every == 0
+                    and self.step % self.steps_per_epoch
+                ):
+                    self.train_time += time.perf_counter() - started
+                    self._evaluate(epoch + (i + 1) / len(loader))
+                    started = time.perf_counter()
+            self.train_time += time.perf_counter() - started
+            self._evaluate(epoch + 1)
+            bar.set_postfix({self.main: f"{self.last[self.main]:.4f}", "epoch": epoch + 1})
+        bar.close()
+
+    def _backward(self, batch: dict[str, torch.Tensor]) -> float:
+        cfg = self.setup.config
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with autocast(cfg.train.bf16, self.device):
+            loss = self.model(**batch).loss / cfg.train.grad_accum
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"loss became {loss.item()} at step {self.step}; lower --lr or turn off --bf16"
+            )
+        loss.backward()
+        self.examples += len(batch["labels"])
+        return loss.item()
+
+    def _optimizer_step(self) -> None:
+        max_norm = self.setup.config.optim.max_grad_norm
+        if self.grads is not None:
+            self.grads.accumulate()  # AutoFreeze sees the raw (unclipped) gradient
+        if max_norm > 0:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        policy = self.policy
+        decide = isinstance(policy, AutoFreeze) and policy.is_decision_step(self.step)
+        if decide and self.grads is not None:
+            policy.decide(self.grads.norms(), step=self.step)  # type: ignore[attr-defined]
+
+    def _evaluate(self, epoch: float) -> None:
+        started = time.perf_counter()
+        metrics = self.evaluate(self.model)
+        self.eval_time += time.perf_counter() - started
+        set_train_modes(self.model, self.setup.units, self.frozen_prefix or 0, True)
+        record = {
+            "event": "eval",
+            "step": self.step,
+            "epoch": round(epoch, 4),
+            **metrics,
+            "train_time_s": round(self.train_time, 3),
+        }
+        append_jsonl(self.metrics_path, record)
+        self.last = record
+        if self.best is None or metrics[self.main] > self.best[self.main]:
+            self.best = record
+            self.best_weights = self.snapshot()
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        # frozen tensors never change, so the trainable ones are all a best checkpoint needs;
+        # under a schedule "trainable" varies, so keep every parameter that ever could train
+        params = {n for g in self.optimizer.param_groups for n in g["names"]}
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if n in params}

@@ -1,0 +1,117 @@
+"""``report.html``: one self-contained page (inline CSS, PNGs as data URIs, no scripts, nothing
+fetched). Every string from the data is escaped.
+
+>>> page = render_html("demo", summary, answers, {"pareto": png})  # doctest: +SKIP
+>>> "data:image/png;base64," in page  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+
+from freezetune.report.answer import Answer
+from freezetune.report.plots import PLOTS
+from freezetune.report.tables import Summary, table_cells
+
+__all__ = ["render_html"]
+
+CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
+       max-width: 1100px; margin: 2em auto; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1.2em; }
+dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
+.answer { background: #f4f8fb; border-left: 4px solid #3b7dd8; padding: 0.6em 1.1em; }
+.answer p.headline { font-weight: 600; }
+table { border-collapse: collapse; font-size: 0.88em; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+tr.ref td { background: #fffbe6; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{escape(classes[i])}"' if classes and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _answers(answers: list[Answer]) -> str:
+    parts = []
+    for answer in answers:
+        title = f"<h3>{escape(answer.context)}</h3>" if answer.context else ""
+        sentences = "".join(f"<p>{escape(s)}</p>" for s in answer.sentences)
+        parts.append(
+            f'<div class="answer">{title}<p class="headline">{escape(answer.headline)}</p>'
+            f"{sentences}</div>"
+        )
+    return "\n".join(parts)
+
+
+def _figures(images: dict[str, bytes]) -> str:
+    parts = []
+    for name, png in images.items():
+        caption = PLOTS[name][1] if name in PLOTS else name
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
+    return "\n".join(parts)
+
+
+def _failures(summary: Summary) -> str:
+    rows = [
+        [row.strategy, str(row.seed), row.run_id, row.error or "unknown error"]
+        for row in summary.rows
+        if row.status == "failed"
+    ]
+    if not rows:
+        return ""
+    return "<h2>Failed runs</h2>" + _table(["strategy", "seed", "run", "error"], rows)
+
+
+def render_html(
+    name: str, summary: Summary, answers: list[Answer], images: dict[str, bytes]
+) -> str:
+    """The whole report page as one string."""
+    headers, cells = table_cells(summary)
+    classes = ["ref" if line.reference == line.label else "" for line in summary.lines]
+    facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in summary.facts)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>freezetune study {escape(name)}</title><style>{CSS}</style></head>
+<body>
+<h1>Does freezing hurt, and what does it save? Study <code>{escape(name)}</code></h1>
+<dl class="facts">{facts}</dl>
+<h2>Answer</h2>
+{_answers(answers)}
+<h2>Strategies</h2>
+{_table(headers, cells, classes)}
+<p class="note">{escape(_method_note(summary))}</p>
+<h2>Plots</h2>
+{_figures(images)}
+{_failures(summary)}
+</body></html>
+"""
+
+
+def _method_note(summary: Summary) -> str:
+    return (
+        f"{summary.metric} is the best dev-set evaluation of each run (the saved model), x100. "
+        "Mean ± sample std over seeds; 95% CI from Student's t. Δ and % compare with the full "
+        "fine-tuning line in the same context (highlighted); p is Welch's two-sided t-test "
+        "against it. Wall time = training + evaluation (model loading excluded); speedup = full "
+        "wall time / this wall time. Frozen units count the embeddings as 1. Rows are ordered "
+        "by frozen units."
+    )

@@ -1,0 +1,181 @@
+"""The report's figures as PNG bytes: pure functions of the summary (matplotlib, Agg backend).
+
+Each returns ``None`` when the study has nothing to show for it (e.g. no adaptive strategy).
+Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, never pyplot, so nothing
+global (backend, open figures) is touched.
+
+>>> png = plot_pareto(summary)  # doctest: +SKIP
+>>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from freezetune.report.tables import Line, Summary, pareto_front
+
+__all__ = ["PLOTS", "plot_curves", "plot_depth", "plot_pareto", "plot_timeline", "render_plots"]
+
+SIZE = (7.5, 4.6)
+
+
+def _figure() -> tuple[Figure, Any]:
+    fig = Figure(figsize=SIZE, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _err(value: float) -> float:
+    return 0.0 if math.isnan(value) else 100 * value
+
+
+def _tick(units: int, blocks: int | None) -> str:
+    if units == 0:
+        return "none"
+    if blocks is not None and units > blocks:
+        return "body\n(head)"
+    return "emb" if units == 1 else f"emb+{units - 1}"
+
+
+def plot_depth(summary: Summary) -> bytes | None:
+    """Main metric vs frozen prefix, mean ± std over seeds, one series per context."""
+    lines = [line for line in summary.lines if line.static_prefix and line.n]
+    if len({line.units_frozen for line in lines}) < 2:
+        return None
+    fig, ax = _figure()
+    series: dict[str, list[Line]] = {}
+    for line in lines:
+        series.setdefault(line.reference or "", []).append(line)
+    for ref, group in series.items():
+        group = sorted(group, key=lambda line: line.units_frozen or 0)
+        ax.errorbar(
+            [line.units_frozen for line in group],
+            [100 * line.mean for line in group],
+            yerr=[_err(line.std) for line in group],
+            marker="o",
+            capsize=4,
+            label=ref.removeprefix("full").strip() or None,
+        )
+    ticks = sorted({line.units_frozen or 0 for line in lines})
+    ax.set_xticks(ticks, [_tick(u, lines[0].num_blocks) for u in ticks])
+    ax.set_xlabel("frozen prefix (embeddings + first K blocks)")
+    ax.set_ylabel(f"{summary.metric} (x100)")
+    ax.set_title(f"{summary.metric} vs frozen blocks (mean ± std over seeds)")
+    if len(series) > 1:
+        ax.legend()
+    return _png(fig)
+
+
+def plot_pareto(summary: Summary) -> bytes | None:
+    """Each strategy's metric vs wall time (± std); the Pareto front as a step line."""
+    lines = [line for line in summary.lines if line.n and not math.isnan(line.wall)]
+    if not lines:
+        return None
+    fig, ax = _figure()
+    for line in lines:
+        xerr = _std(list(line.walls))
+        ax.errorbar(line.wall, 100 * line.mean, xerr=xerr, yerr=_err(line.std), fmt="o", capsize=3)
+        ax.annotate(line.label, (line.wall, 100 * line.mean), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)  # fmt: skip
+    front = [lines[i] for i in pareto_front([(line.wall, line.mean) for line in lines])]
+    ax.step(
+        [line.wall for line in front],
+        [100 * line.mean for line in front],
+        where="post",
+        color="black",
+        alpha=0.6,
+        label="Pareto front",
+    )
+    ax.set_xlabel("wall time per run, s (train + eval)")
+    ax.set_ylabel(f"{summary.metric} (x100)")
+    ax.set_title(f"{summary.metric} vs cost (mean ± std over seeds)")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _colors(labels: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(dict.fromkeys(labels))}
+
+
+def plot_timeline(summary: Summary) -> bytes | None:
+    """Units frozen vs optimizer step for the runs whose freezing changed during training."""
+    rows = [row for row in summary.rows if row.status == "succeeded" and row.timeline]
+    if not rows:
+        return None
+    fig, ax = _figure()
+    colors = _colors([row.strategy for row in rows])
+    seen: set[str] = set()
+    for row in rows:
+        steps = [event.get("step", 0) for event in row.timeline]
+        units = [event.get("units_frozen", 0) for event in row.timeline]
+        end = (row.result or {}).get("steps", steps[-1])
+        ax.step([*steps, end], [*units, units[-1]], where="post", color=colors[row.strategy],
+                label=None if row.strategy in seen else row.strategy, alpha=0.8)  # fmt: skip
+        seen.add(row.strategy)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("units frozen (embeddings = 1)")
+    ax.set_title("freezing timeline of adaptive strategies (one line per seed)")
+    ax.legend()
+    return _png(fig)
+
+
+def plot_curves(summary: Summary) -> bytes | None:
+    """Dev metric vs training wall time, one line per seed, one color per strategy."""
+    rows = [row for row in summary.rows if row.status == "succeeded" and row.curve]
+    if not rows:
+        return None
+    fig, ax = _figure()
+    colors = _colors([row.strategy for row in rows])
+    seen: set[str] = set()
+    for row in rows:
+        points = [(e.get("train_time_s"), e.get(summary.metric)) for e in row.curve]
+        points = [(t, 100 * v) for t, v in points if t is not None and v is not None]
+        if not points:
+            continue
+        ax.plot(*zip(*points, strict=True), marker=".", color=colors[row.strategy],
+                label=None if row.strategy in seen else row.strategy, alpha=0.8)  # fmt: skip
+        seen.add(row.strategy)
+    ax.set_xlabel("training wall time, s (evaluation excluded)")
+    ax.set_ylabel(f"dev {summary.metric} (x100)")
+    ax.set_title("learning curves (one line per seed)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+#: name -> (function, caption); the order of the report.
+PLOTS = {
+    "depth": (plot_depth, "Main metric vs number of frozen blocks (static prefix specs)."),
+    "pareto": (plot_pareto, "Metric vs wall time; the line is the Pareto front."),
+    "timeline": (plot_timeline, "Freezing timeline of adaptive strategies."),
+    "curves": (plot_curves, "Learning curves: dev metric vs training wall time."),
+}
+
+
+def render_plots(summary: Summary) -> dict[str, bytes]:
+    """Every plot that has something to show, by name."""
+    figures = {name: fn(summary) for name, (fn, _) in PLOTS.items()}
+    return {name: png for name, png in figures.items() if png is not None}

@@ -1,0 +1,217 @@
+"""Run a study: resumable, one run at a time by default, each run in a process of its own.
+
+1) lock the study folder, 2) decide what is left to do from the stored rows (pure:
+:func:`plan_todo`), 3) run it, writing each run's start and end to ``results.sqlite`` in one
+transaction each, 4) write the report. Kill it at any moment and run the same command again: it
+skips what succeeded and reruns what was in flight.
+
+>>> from freezetune.study.spec import StudySpec
+>>> spec = StudySpec.from_dict({"name": "demo", "strategies": ["full", "head"], "seeds": [0]})
+>>> [run.strategy for run in plan_todo(spec.grid(), [], retry_failed=False, host="h")]
+['full', 'head']
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import multiprocessing.connection
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from freezetune.study.spec import PlannedRun, StudySpec, config_hash
+from freezetune.study.store import (
+    RunRow,
+    fail_run,
+    finish_run,
+    open_store,
+    read_rows,
+    start_run,
+    study_lock,
+)
+from freezetune.study.worker import ERROR_FILE, load_events, read_events, train_in_child
+
+__all__ = ["StudyOutcome", "plan_todo", "run_study", "study_folder"]
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What a call to :func:`run_study` did and where the results are."""
+
+    folder: Path
+    planned: int  # runs in this spec's grid
+    skipped: int  # already succeeded (or failed, without --retry-failed), or running elsewhere
+    ran: int
+    succeeded: int  # of the grid, after this call
+    failed: int
+    headline: str
+    report: Path | None
+
+
+def study_folder(out_root: str | Path, name: str) -> Path:
+    return Path(out_root) / name
+
+
+def plan_todo(
+    planned: list[PlannedRun], rows: list[RunRow], *, retry_failed: bool, host: str
+) -> list[PlannedRun]:
+    """The runs still to do: never started, failed (only with ``retry_failed``), or left
+    ``running`` by a study process on this host that died (the caller holds the study lock, so no
+    live process here is still writing them). Rows from other hosts are left alone."""
+    stored = {row.run_id: row for row in rows}
+    return [run for run in planned if _unfinished(stored.get(run.run_id), retry_failed, host)]
+
+
+def _unfinished(row: RunRow | None, retry_failed: bool, host: str) -> bool:
+    if row is None:
+        return True
+    if row.status == "failed":
+        return retry_failed
+    return row.status == "running" and row.hostname == host
+
+
+def _context() -> Any:
+    # a fork server that imported torch once: each run forks from it in well under a second,
+    # and since it never ran torch ops itself, forking it is safe (unlike forking this process)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["freezetune.train", "freezetune.study.worker"])
+    return ctx
+
+
+def _launch(ctx: Any, run: PlannedRun, out: Path, progress: bool) -> Any:
+    shutil.rmtree(out, ignore_errors=True)  # a killed attempt leaves a partial folder
+    config = json.loads(json.dumps(run.config))
+    config.update(out=str(out), overwrite=True)
+    config["train"]["progress"] = progress
+    process = ctx.Process(target=train_in_child, args=(config,), name=f"freezetune-{run.run_id}")
+    process.start()
+    return process
+
+
+def _record(conn: Any, run: PlannedRun, exitcode: int | None, out: Path) -> bool:
+    """Store the run's outcome from its exit code and files; True if it succeeded."""
+    result_path = out / "result.json"
+    if exitcode == 0 and result_path.is_file():
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        timeline, curve = read_events(load_events(out / "metrics.jsonl"))
+        finish_run(conn, run.run_id, result, timeline, curve)
+        return True
+    if (out / ERROR_FILE).is_file():
+        message = (out / ERROR_FILE).read_text(encoding="utf-8").strip()
+    elif exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        message = f"the run's process was killed by {name}{hint}"
+    else:
+        message = f"the run's process exited with code {exitcode} without a result"
+    fail_run(conn, run.run_id, message)
+    return False
+
+
+def _bar_line(name: str, done: int, total: int, started: float, initial: int) -> str:
+    return tqdm.format_meter(
+        done, total, time.monotonic() - started, prefix=f"study {name}", unit="run", initial=initial
+    )
+
+
+def _execute(
+    conn: Any, spec: StudySpec, todo: list[PlannedRun], folder: Path, opts: dict[str, Any]
+) -> None:
+    """Run ``todo``, at most ``opts['jobs']`` at once, recording each outcome as it ends."""
+    ctx, jobs, progress = _context(), opts["jobs"], opts["progress"]
+    total, initial = opts["total"], opts["total"] - len(todo)
+    queue, done = list(todo), initial
+    active: dict[Any, tuple[Any, PlannedRun, Path]] = {}
+    started = time.monotonic()
+    try:
+        while queue or active:
+            while queue and len(active) < jobs:
+                run = queue.pop(0)
+                if progress:
+                    line = _bar_line(spec.name, done, total, started, initial)
+                    print(f"{line}  next: {run.strategy} seed {run.seed}", file=sys.stderr)
+                start_run(conn, run)
+                out = folder / "runs" / run.run_id
+                process = _launch(ctx, run, out, progress)
+                active[process.sentinel] = (process, run, out)
+            for sentinel in multiprocessing.connection.wait(list(active)):
+                process, run, out = active.pop(sentinel)
+                process.join()
+                _record(conn, run, process.exitcode, out)
+                done += 1
+    finally:
+        for process, _, _ in active.values():  # interrupted: stop what is still training
+            process.kill()
+            process.join()
+    if progress:
+        print(_bar_line(spec.name, done, total, started, initial), file=sys.stderr)
+
+
+def _save_spec(folder: Path, spec: StudySpec) -> None:
+    text = spec.to_yaml()
+    (folder / "specs").mkdir(exist_ok=True)
+    (folder / "specs" / f"{config_hash(spec.to_dict())}.yaml").write_text(text, encoding="utf-8")
+    (folder / "study.yaml").write_text(text, encoding="utf-8")
+
+
+def run_study(
+    spec: StudySpec,
+    out_root: str | Path = "runs",
+    *,
+    jobs: int = 1,
+    retry_failed: bool = False,
+    progress: bool = True,
+    report: bool = True,
+) -> StudyOutcome:
+    """Run every unfinished run of ``spec`` into ``out_root/<name>/``, then write the report.
+
+    >>> spec = StudySpec.from_dict({"name": "d", "strategies": ["full", "bottom:2"]})
+    >>> outcome = run_study(spec, "runs")  # doctest: +SKIP
+    >>> outcome.folder / "report.html"  # doctest: +SKIP
+    PosixPath('runs/d/report.html')
+    """
+    from freezetune.errors import UserError
+
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    folder = study_folder(out_root, spec.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with study_lock(folder, spec.name):
+        _save_spec(folder, spec)
+        conn = open_store(folder / "results.sqlite")
+        try:
+            planned = spec.grid()
+            todo = plan_todo(
+                planned, read_rows(conn), retry_failed=retry_failed, host=socket.gethostname()
+            )
+            opts = {"jobs": jobs, "progress": progress, "total": len(planned)}
+            if todo:
+                _execute(conn, spec, todo, folder, opts)
+            rows = {row.run_id: row for row in read_rows(conn)}
+        finally:
+            conn.close()
+        status = [rows[r.run_id].status for r in planned if r.run_id in rows]
+        headline, path = "", None
+        if report:
+            from freezetune.report import write_report
+
+            written = write_report(folder)
+            headline, path = written.headline, written.html
+    return StudyOutcome(
+        folder=folder,
+        planned=len(planned),
+        skipped=len(planned) - len(todo),
+        ran=len(todo),
+        succeeded=status.count("succeeded"),
+        failed=status.count("failed"),
+        headline=headline,
+        report=path,
+    )

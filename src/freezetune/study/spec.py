@@ -1,0 +1,322 @@
+"""What a study is: one model and task, a grid of strategies x seeds (x lrs, x train sizes).
+
+A :class:`StudySpec` is plain, validated data; :meth:`StudySpec.grid` expands it into
+:class:`PlannedRun` s, each with a fully resolved run config and its ``run_id`` (a hash of that
+config), so re-running the same spec finds the same runs.
+
+A study YAML file looks like this (every key but ``strategies`` or ``preset`` is optional)::
+
+    name: depth-sst2
+    base:                       # a run config (model, data, optim, train), minus out and freeze
+      model: {name: minilm-l6}
+      data: {task: sst2, max_train_samples: 2000}
+    strategies:                 # any --freeze spec; a mapping adds per-strategy overrides
+      - full
+      - {freeze: head, optim.lr: 1.0e-3}
+    preset: depth               # or generate them: depth | strategies (added before the list)
+    seeds: [0, 1, 2]
+    lrs: [1.0e-4, 3.0e-4]       # optional grid axes
+    train_sizes: [500, 2000]
+
+>>> spec = StudySpec.from_dict({"name": "demo", "strategies": ["full", "head"], "seeds": [0, 1]})
+>>> [(run.strategy, run.seed) for run in spec.grid()]
+[('full', 0), ('head', 0), ('full', 1), ('head', 1)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from freezetune.config import RunConfig
+from freezetune.errors import UserError
+
+__all__ = [
+    "PRESETS",
+    "SHORT_KEYS",
+    "PlannedRun",
+    "Strategy",
+    "StudySpec",
+    "config_hash",
+    "num_blocks_of",
+    "preset_strategies",
+]
+
+#: Keys a run's identity does not depend on: where it is written and how it shows progress.
+UNHASHED: tuple[tuple[str, ...], ...] = (("out",), ("overwrite",), ("train", "progress"))
+
+#: Short names for the settings that labels mention most.
+SHORT_KEYS: dict[str, str] = {"optim.lr": "lr", "data.max_train_samples": "n_train"}
+
+SPEC_KEYS = ("name", "base", "strategies", "preset", "seeds", "lrs", "train_sizes")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One ``--freeze`` spec, optionally with its own config overrides (e.g. a higher lr).
+
+    >>> Strategy.parse({"freeze": "head", "optim.lr": 1e-3})
+    Strategy(freeze='head', overrides=(('optim.lr', 0.001),))
+    """
+
+    freeze: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def parse(cls, entry: Any) -> Strategy:
+        """A spec string, or a mapping with ``freeze`` and dotted ``section.key`` overrides."""
+        if isinstance(entry, str) and entry.strip():
+            return cls(entry.strip())
+        if isinstance(entry, dict) and isinstance(entry.get("freeze"), str):
+            extra = {k: v for k, v in entry.items() if k != "freeze"}
+            bad = [k for k in extra if not isinstance(k, str) or k.count(".") != 1]
+            if bad:
+                raise UserError(
+                    f"strategy {entry!r}: override keys must look like section.key "
+                    f"(e.g. optim.lr), got {bad[0]!r}"
+                )
+            items = [(k, tuple(v) if isinstance(v, list) else v) for k, v in extra.items()]
+            return cls(entry["freeze"].strip(), tuple(sorted(items)))
+        raise UserError(
+            f"bad strategy {entry!r}: use a --freeze spec string or a mapping like "
+            "{freeze: head, optim.lr: 1.0e-3}"
+        )
+
+    def to_yaml_entry(self) -> str | dict[str, Any]:
+        return dict([("freeze", self.freeze), *self.overrides]) if self.overrides else self.freeze
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One cell of the grid: a resolved run config (without ``out``) and its identity."""
+
+    run_id: str
+    strategy: str  # display label: the freeze spec plus the strategy's own overrides
+    freeze: str
+    seed: int
+    lr: float
+    train_size: int | None  # None = the whole training split
+    config: dict[str, Any]  # RunConfig.to_dict() minus out/overwrite/train.progress
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """First 16 hex digits of the SHA-256 of canonical JSON of a config.
+
+    >>> config_hash({"b": 1, "a": [1, 2]}) == config_hash({"a": (1, 2), "b": 1})
+    True
+    """
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _identity(config: RunConfig) -> dict[str, Any]:
+    data = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, like the stored JSON
+    for path in UNHASHED:
+        parent = data
+        for key in path[:-1]:
+            parent = parent[key]
+        parent.pop(path[-1], None)
+    return data
+
+
+def _label(strategy: Strategy, config: dict[str, Any]) -> str:
+    if not strategy.overrides:
+        return strategy.freeze
+    parts = []
+    for key, _ in strategy.overrides:
+        section, _, name = key.partition(".")
+        value = config.get(section, {}).get(name)
+        shown = f"{value:g}" if isinstance(value, float) else value
+        parts.append(f"{SHORT_KEYS.get(key, key)}={shown}")
+    return f"{strategy.freeze} ({', '.join(parts)})"
+
+
+def _number_list(value: Any, kind: type, key: str) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        items = [items]
+    try:
+        numbers = tuple(kind(str(v).strip()) if kind is int else kind(v) for v in items)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"study {key} must be a list of {kind.__name__}s (e.g. {key}: [0, 1]), got {value!r}"
+        ) from None
+    if len(set(numbers)) != len(numbers):
+        raise UserError(f"study {key} lists a value twice: {list(numbers)}")
+    return numbers
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A grid over one base run config: strategies x seeds (x learning rates, x train sizes).
+
+    ``lrs`` and ``train_sizes`` are optional axes: empty means "as in ``base``".
+    """
+
+    name: str
+    base: dict[str, Any] = field(default_factory=dict)
+    """Nested run config (model, data, optim, train); ``out`` and ``freeze`` come from the study."""
+    strategies: tuple[Strategy, ...] = (Strategy("full"),)
+    seeds: tuple[int, ...] = (0,)
+    lrs: tuple[float, ...] = ()
+    train_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not NAME_RE.match(self.name):
+            raise UserError(
+                f"study name {self.name!r} must be a folder name: letters, digits, '.', '_', '-'"
+            )
+        bad = sorted(set(self.base) & {"out", "freeze", "overwrite"})
+        if bad:
+            raise UserError(
+                f"study base must not set {bad[0]}: the study sets it (list freeze specs "
+                "under strategies)"
+            )
+        if not self.strategies or not self.seeds:
+            raise UserError("a study needs at least one strategy and one seed")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, preset_blocks: int | None = None) -> StudySpec:
+        """Build from YAML-like data; ``preset: depth|strategies`` needs the model's block count
+        (``preset_blocks``, or read from the model config via :func:`num_blocks_of`)."""
+        unknown = sorted(set(data) - set(SPEC_KEYS))
+        if unknown:
+            raise UserError(f"unknown study key {unknown[0]}; valid keys: {', '.join(SPEC_KEYS)}")
+        base = data.get("base") or {}
+        if not isinstance(base, dict):
+            raise UserError("study base must be a mapping of run config sections")
+        raw = data.get("strategies") or []
+        if not isinstance(raw, list):
+            raw = [s for s in str(raw).split(",") if s.strip()]
+        strategies = [Strategy.parse(s) for s in raw]
+        if data.get("preset"):
+            blocks = preset_blocks if preset_blocks is not None else num_blocks_of(base)
+            generated = [Strategy(s) for s in preset_strategies(str(data["preset"]), blocks)]
+            strategies = generated + [s for s in strategies if s not in generated]
+        spec = cls(
+            name=str(data.get("name") or "study"),
+            base=base,
+            strategies=tuple(dict.fromkeys(strategies)) or (Strategy("full"),),
+            seeds=_number_list(data.get("seeds", [0]), int, "seeds"),
+            lrs=_number_list(data.get("lrs"), float, "lrs"),
+            train_sizes=_number_list(data.get("train_sizes"), int, "train_sizes"),
+        )
+        spec.grid()  # every cell must be a valid run config: fail now, not mid-study
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "base": self.base,
+            "strategies": [s.to_yaml_entry() for s in self.strategies],
+            "seeds": list(self.seeds),
+        }
+        if self.lrs:
+            data["lrs"] = list(self.lrs)
+        if self.train_sizes:
+            data["train_sizes"] = list(self.train_sizes)
+        return data
+
+    def to_yaml(self) -> str:
+        header = f"# freezetune study --config <this file>   (study {self.name})\n"
+        return header + yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def grid(self) -> list[PlannedRun]:
+        """Every run of the study, seeds outermost (so seed 0 of everything finishes first)."""
+        runs: dict[str, PlannedRun] = {}
+        for seed in self.seeds:
+            for size in self.train_sizes or (None,):
+                for lr in self.lrs or (None,):
+                    for strategy in self.strategies:
+                        run = self._plan(strategy, seed, lr, size)
+                        runs.setdefault(run.run_id, run)
+        return list(runs.values())
+
+    def _plan(
+        self, strategy: Strategy, seed: int, lr: float | None, size: int | None
+    ) -> PlannedRun:
+        data: dict[str, Any] = {
+            k: dict(v) if isinstance(v, dict) else v for k, v in self.base.items()
+        }
+        settings: list[tuple[str, Any]] = [("train.seed", seed), ("freeze", strategy.freeze)]
+        settings += [("optim.lr", lr)] if lr is not None else []
+        settings += [("data.max_train_samples", size)] if size is not None else []
+        for key, value in [*settings, *strategy.overrides]:  # the strategy's own settings win
+            section, dot, name = key.partition(".")
+            if not dot:
+                data[key] = value
+                continue
+            if not isinstance(data.setdefault(section, {}), dict):
+                raise UserError(f"study base: {section} must be a mapping of keys to values")
+            data[section][name] = value
+        try:
+            config = RunConfig.from_dict(data)
+        except UserError as err:
+            raise UserError(f"study {self.name}, strategy {strategy.freeze}: {err}") from None
+        identity = _identity(config)
+        return PlannedRun(
+            run_id=config_hash(identity),
+            strategy=_label(strategy, identity),
+            freeze=config.freeze,
+            seed=seed,
+            lr=config.optim.lr,
+            train_size=config.data.max_train_samples,
+            config=identity,
+        )
+
+
+def num_blocks_of(base: dict[str, Any]) -> int:
+    """Number of blocks (``num_hidden_layers``) of the base config's model, from its config file.
+
+    >>> num_blocks_of({"model": {"name": "minilm-l6"}})  # doctest: +SKIP
+    6
+    """
+    from transformers import AutoConfig
+
+    from freezetune.models import resolve_model_path
+
+    model = RunConfig.from_dict({k: v for k, v in base.items() if k == "model"}).model
+    try:
+        cfg = AutoConfig.from_pretrained(
+            resolve_model_path(model.name), trust_remote_code=model.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the config of model {model.name} ({err})") from None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(getattr(cfg, key, None), int):
+            return int(getattr(cfg, key))
+    raise UserError(f"model {model.name}: its config names no layer count; list strategies")
+
+
+def _depth(blocks: int) -> list[str]:
+    return ["full", *(f"bottom:{k}" for k in range(blocks + 1)), "head"]
+
+
+def _strategies(blocks: int) -> list[str]:
+    half = f"bottom:{blocks // 2}"
+    return ["full", "head", half, "two-phase", "gradual", "progressive", "autofreeze", "lora"]
+
+
+#: Generated strategy lists, from the model's number of blocks L.
+PRESETS = {"depth": _depth, "strategies": _strategies}
+
+
+def preset_strategies(name: str, blocks: int) -> list[str]:
+    """The strategies of a preset for a model with ``blocks`` blocks.
+
+    >>> preset_strategies("depth", 2)
+    ['full', 'bottom:0', 'bottom:1', 'bottom:2', 'head']
+    >>> preset_strategies("strategies", 6)[:3]
+    ['full', 'head', 'bottom:3']
+    """
+    if name not in PRESETS:
+        raise UserError(f"unknown study preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name](blocks)
