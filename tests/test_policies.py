@@ -57,7 +57,9 @@ def test_freezeout_schedule_is_cubic_and_lrs_anneal_to_zero():
     assert frozen[51] == 0 and frozen[52] == 1  # t_0 = 0.512
     t0 = expected[0]
     assert p.lr_factor(0, at(0)) == pytest.approx(1 / t0)
-    assert p.lr_factor(0, at(25)) == pytest.approx((1 / t0) * 0.5 * (1 + math.cos(math.pi * 25 / (t0 * 100))))
+    assert p.lr_factor(0, at(25)) == pytest.approx(
+        (1 / t0) * 0.5 * (1 + math.cos(math.pi * 25 / (t0 * 100)))
+    )
     assert p.lr_factor(0, at(60)) == 0.0
     assert p.lr_factor(5, at(60)) is None  # the head keeps the default schedule
 

@@ -17,8 +17,12 @@ def config(tiny_bert, tmp_path, freeze, epochs=3, **train_kw):
     return RunConfig.from_dict(
         {
             "model": {"name": tiny_bert},
-            "data": {"task": "sst2", "max_train_samples": 64, "max_eval_samples": 16,
-                     "max_length": 24},
+            "data": {
+                "task": "sst2",
+                "max_train_samples": 64,
+                "max_eval_samples": 16,
+                "max_length": 24,
+            },
             "train": {"epochs": epochs, "batch_size": 16, "progress": False, **train_kw},
             "optim": {"lr": 1e-3},
             "freeze": freeze,
@@ -38,25 +42,37 @@ def watch(monkeypatch):
         original(self)
         if self.frozen_prefix != before:
             self.set_learning_rates()  # idempotent: the loop sets the same LRs right after
-            changes.append({
-                "step": self.step,
-                "n": self.frozen_prefix,
-                "params": {k: v.detach().clone() for k, v in self.model.named_parameters()},
-                "training": {u.name: [self.model.get_submodule(m).training for m in u.modules]
-                             for u in self.setup.units.units},
-                "state": {n for g in self.optimizer.param_groups
-                          for n, p in zip(g["names"], g["params"]) if p in self.optimizer.state},
-                "lrs": {g["unit"]: g["lr"] for g in self.optimizer.param_groups},
-                "loop": self,
-            })
+            changes.append(
+                {
+                    "step": self.step,
+                    "n": self.frozen_prefix,
+                    "params": {k: v.detach().clone() for k, v in self.model.named_parameters()},
+                    "training": {
+                        u.name: [self.model.get_submodule(m).training for m in u.modules]
+                        for u in self.setup.units.units
+                    },
+                    "state": {
+                        n
+                        for g in self.optimizer.param_groups
+                        for n, p in zip(g["names"], g["params"], strict=True)
+                        if p in self.optimizer.state
+                    },
+                    "lrs": {g["unit"]: g["lr"] for g in self.optimizer.param_groups},
+                    "loop": self,
+                }
+            )
 
     original_run = Loop.run
 
     def run(self, loader):
         original_run(self, loader)
         # the weights as training left them (the run then restores its best checkpoint)
-        changes.append({"end": {k: v.detach().clone() for k, v in self.model.named_parameters()},
-                        "grads": {k: v.grad for k, v in self.model.named_parameters()}})
+        changes.append(
+            {
+                "end": {k: v.detach().clone() for k, v in self.model.named_parameters()},
+                "grads": {k: v.grad for k, v in self.model.named_parameters()},
+            }
+        )
 
     monkeypatch.setattr(Loop, "refreeze", refreeze)
     monkeypatch.setattr(Loop, "run", run)

@@ -46,6 +46,9 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "seed": ("train", "seed"),
     "eval_every": ("train", "eval_every"),
     "threads": ("train", "threads"),
+    "cache_dtype": ("train", "cache_dtype"),
+    "cache_dir": ("train", "cache_dir"),
+    "cache_budget_mb": ("train", "cache_budget_mb"),
     "freeze": (None, "freeze"),
     "out": (None, "out"),
     "overwrite": (None, "overwrite"),
@@ -101,6 +104,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--eval-every", type=int, help="also evaluate every N steps")
     g.add_argument("--threads", type=int, help="torch threads")
+    g.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute frozen units every step instead of caching their output",
+    )
+    g.add_argument("--cache-dtype", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--cache-dir", help="folder for a memory-mapped cache over the budget")
+    g.add_argument("--cache-budget-mb", type=float, help="RAM budget of the cache (4096)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output folder (default runs/train)")
     g.add_argument("--overwrite", action="store_true", default=None)
@@ -148,6 +159,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             data[section][key] = value
     if getattr(args, "no_progress", False):
         data.setdefault("train", {})["progress"] = False
+    if getattr(args, "no_cache", False):
+        data.setdefault("train", {})["cache"] = False
     data = apply_overrides(data, getattr(args, "overrides", []) or [])
     return RunConfig.from_dict(data)
 

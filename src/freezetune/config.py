@@ -107,6 +107,14 @@ class TrainConfig:
     """torch intra-op threads; None = torch's default."""
     progress: bool = True
     """Show progress bars."""
+    cache: bool = True
+    """Cache the frozen prefix's output per example so later epochs skip it."""
+    cache_dtype: str = "float32"
+    """Storage type of cached states: float32 (exact), bfloat16 or float16 (half the memory)."""
+    cache_dir: str | None = None
+    """Folder for a memory-mapped cache when it exceeds cache_budget_mb (default <out>/cache)."""
+    cache_budget_mb: float = 4096
+    """Largest cache kept in RAM; bigger ones go to a memory-mapped file."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,11 @@ def _validate(cfg: RunConfig) -> None:
     _check(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
     _check(t.eval_every is None or t.eval_every >= 1, "train.eval_every must be >= 1")
     _check(t.threads is None or t.threads >= 1, "train.threads must be >= 1")
+    _check(
+        t.cache_dtype in ("float32", "bfloat16", "float16"),
+        f"train.cache_dtype must be float32, bfloat16 or float16, got {t.cache_dtype!r}",
+    )
+    _check(t.cache_budget_mb >= 0, "train.cache_budget_mb must be >= 0")
     _check(
         8 <= d.max_length <= 100_000, f"data.max_length must be in 8..100000, got {d.max_length}"
     )

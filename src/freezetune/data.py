@@ -453,7 +453,13 @@ def tokenize(
         encoded = tokenizer(*columns, truncation=True, max_length=max_length)
         keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
         for i, example in enumerate(chunk):
-            features.append({**{k: list(encoded[k][i]) for k in keys}, "labels": example.label})
+            features.append(
+                {
+                    **{k: list(encoded[k][i]) for k in keys},
+                    "labels": example.label,
+                    "index": start + i,
+                }  # position in the split: the activation cache's key
+            )
     return features
 
 
@@ -483,12 +489,14 @@ class Collator:
     def __call__(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
         batch = {}
-        for key in (k for k in features[0] if k != "labels"):
+        for key in (k for k in features[0] if k not in ("labels", "index")):
             pad = self.pad_token_id if key == "input_ids" else 0
             rows = [list(f[key]) + [pad] * (width - len(f[key])) for f in features]
             batch[key] = torch.tensor(rows, dtype=torch.long)
         dtype = torch.float32 if self.is_regression else torch.long
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
+        if "index" in features[0]:
+            batch["index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
         return batch
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from freezetune.cache import PrefixCache
 from freezetune.errors import UserError
 from freezetune.freezing import apply_frozen, frozen_parameters, set_train_modes
 from freezetune.freezing.policies import AutoFreeze, Policy, Progress, linear_warmup_decay
@@ -21,11 +22,19 @@ from freezetune.freezing.signals import BlockGradients
 from freezetune.records import append_jsonl
 from freezetune.units import trainable_line
 
-__all__ = ["Loop"]
+__all__ = ["Loop", "autocast", "forward"]
 
 
 def autocast(enabled: bool, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def forward(model: nn.Module, cache: PrefixCache | None, batch: dict, level: int) -> Any:
+    """The model's output for ``batch``; from cached frozen-prefix states when possible."""
+    if cache is None:
+        batch.pop("index", None)
+        return model(**batch)
+    return cache.forward(batch, level)
 
 
 def _progress_bar(total: int, enabled: bool, desc: str) -> tqdm:
@@ -53,7 +62,9 @@ class Loop:
         metrics_path: Any,
         total_steps: int,
         steps_per_epoch: int,
+        cache: PrefixCache | None = None,
     ):
+        self.cache = cache
         self.setup, self.model, self.optimizer, self.policy = setup, model, optimizer, policy
         self.device, self.evaluate, self.metrics_path = device, evaluate, metrics_path
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
@@ -141,7 +152,8 @@ class Loop:
         cfg = self.setup.config
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(cfg.train.bf16, self.device):
-            loss = self.model(**batch).loss / cfg.train.grad_accum
+            out = forward(self.model, self.cache, batch, self.frozen_prefix or 0)
+            loss = out.loss / cfg.train.grad_accum
         if not torch.isfinite(loss):
             raise UserError(
                 f"loss became {loss.item()} at step {self.step}; lower --lr or turn off --bf16"
@@ -167,7 +179,7 @@ class Loop:
 
     def _evaluate(self, epoch: float) -> None:
         started = time.perf_counter()
-        metrics = self.evaluate(self.model)
+        metrics = self.evaluate(self.frozen_prefix or 0)
         self.eval_time += time.perf_counter() - started
         set_train_modes(self.model, self.setup.units, self.frozen_prefix or 0, True)
         record = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from freezetune.cache import PrefixCache, check_cacheable
 from freezetune.config import RunConfig
 from freezetune.data import Collator, TaskData, load_task, make_loader, tokenize
 from freezetune.errors import UserError
@@ -25,7 +27,7 @@ from freezetune.evaluate import compute_metrics
 from freezetune.freezing import FreezeSpec, frozen_parameters, parse_freeze
 from freezetune.freezing.lora import add_lora, merge_lora
 from freezetune.freezing.policies import make_policy
-from freezetune.loop import Loop, autocast
+from freezetune.loop import Loop, autocast, forward
 from freezetune.models import LoadedModel, load_model
 from freezetune.records import append_jsonl, atomic_write_json, peak_rss_mb, provenance
 from freezetune.units import Units, split_units
@@ -158,14 +160,21 @@ def build_optimizer(setup: Setup, model: nn.Module) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate_model(setup: Setup, model: nn.Module, loader: Any, device: torch.device) -> dict:
-    """Dev-set metrics for the task, plus the mean loss."""
+def evaluate_model(
+    setup: Setup,
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    cache: PrefixCache | None = None,
+    level: int = 0,
+) -> dict:
+    """Dev-set metrics for the task, plus the mean loss (from cached states when it can)."""
     model.eval()
     logits, labels, losses = [], [], []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(setup.config.train.bf16, device):
-            out = model(**batch)
+            out = forward(model, cache, batch, level)
         logits.append(out.logits.float().cpu())
         labels.append(batch["labels"].cpu())
         losses.append(out.loss.item() * len(batch["labels"]))
@@ -173,6 +182,30 @@ def evaluate_model(setup: Setup, model: nn.Module, loader: Any, device: torch.de
     metrics = compute_metrics(setup.data.task, preds, gold)
     metrics["loss"] = float(sum(losses) / len(gold))
     return metrics
+
+
+def make_caches(
+    setup: Setup, model: nn.Module, splits: dict[str, list[dict]]
+) -> dict[str, PrefixCache | None]:
+    """One activation cache per split, or none when caching is off or not exact here."""
+    t = setup.config.train
+    reason = check_cacheable(model, setup.units) if t.cache else "turned off"
+    if reason is not None:
+        if t.cache:
+            print(f"caching off: {reason}", file=sys.stderr)
+        return dict.fromkeys(splits)
+    folder = Path(t.cache_dir) if t.cache_dir else setup.out / "cache"
+    return {
+        name: PrefixCache(
+            model,
+            setup.units,
+            [len(f["input_ids"]) for f in features],
+            t.cache_dtype,
+            spill=folder / f"{name}.npy",
+            budget_mb=t.cache_budget_mb,
+        )
+        for name, features in splits.items()
+    }
 
 
 def train(config: RunConfig, setup: Setup | None = None) -> dict[str, Any]:
@@ -223,23 +256,31 @@ def train(config: RunConfig, setup: Setup | None = None) -> dict[str, Any]:
     start = {"event": "start", "step": 0, "freeze": config.freeze, "total_steps": total_steps}
     append_jsonl(metrics_path, start)
 
-    # 4) train; evaluate each epoch (and every N steps); keep the best weights
+    # 4) frozen prefixes run once: their outputs are cached per example (RAM or a file)
+    caches = make_caches(setup, model, {"train": train_features, "validation": eval_features})
+
+    # 5) train; evaluate each epoch (and every N steps); keep the best weights
     loop = Loop(
         setup,
         model,
         optimizer,
         policy,
         device,
-        lambda m: evaluate_model(setup, m, eval_loader, device),
+        lambda level: evaluate_model(
+            setup, model, eval_loader, device, caches["validation"], level
+        ),
         metrics_path,
         total_steps,
         steps_per_epoch,
+        cache=caches["train"],
     )
     loop.run(train_loader)
-    return _finish(setup, loop, len(train_features))
+    return _finish(setup, loop, len(train_features), caches)
 
 
-def _finish(setup: Setup, loop: Loop, n_train: int) -> dict[str, Any]:
+def _finish(
+    setup: Setup, loop: Loop, n_train: int, caches: dict[str, PrefixCache | None]
+) -> dict[str, Any]:
     """Restore the best weights, save the model and write ``result.json``."""
     model, out = loop.model, setup.out
     with torch.no_grad():
@@ -273,6 +314,7 @@ def _finish(setup: Setup, loop: Loop, n_train: int) -> dict[str, Any]:
         "trainable": loop.trainable,
         "freeze_timeline": loop.timeline,
         "policy_state": policy_state,
+        "cache": {k: c.stats() for k, c in caches.items() if c is not None} or None,
         "model_path": setup.loaded.path,
         "config": setup.config.to_dict(),
         **provenance(),

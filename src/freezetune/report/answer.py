@@ -11,6 +11,7 @@ falls as more blocks freeze (Spearman's rank correlation over the static ``botto
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from scipy import stats
@@ -53,11 +54,13 @@ def _pts(value: float) -> str:
 
 def trend(lines: list[Line]) -> tuple[float, float, int] | None:
     """Spearman (rho, p, n) of the metric vs frozen units over the runs of static prefix specs;
-    None with fewer than 3 distinct depths."""
+    None with fewer than 3 distinct depths; NaNs when the metric never changes."""
     xs = [line.units_frozen for line in lines if line.static_prefix for _ in line.values]
     ys = [v for line in lines if line.static_prefix for v in line.values]
-    if len(set(xs)) < 3 or len(set(ys)) < 2:
+    if len(set(xs)) < 3:
         return None
+    if len(set(ys)) < 2:  # the rank correlation is undefined
+        return math.nan, math.nan, len(xs)
     rho, p = stats.spearmanr(xs, ys)
     return float(rho), float(p), len(xs)
 
@@ -123,6 +126,8 @@ def _trend_sentence(found: tuple[float, float, int] | None, metric: str) -> str:
     if found is None:
         return "Too few depths (bottom:K specs) to say whether the metric falls as blocks freeze."
     rho, p, n = found
+    if math.isnan(rho):
+        return f"{metric.capitalize()} is the same at every depth ({n} runs)."
     shown = f"Spearman rho = {rho:+.2f}, p = {p:.3g}, over {n} runs"
     if p < ALPHA and rho < 0:
         return f"Yes, {metric} drops as more blocks freeze ({shown})."
@@ -151,9 +156,9 @@ def _answer(context: str, lines: list[Line], metric: str) -> Answer:
         headline = f"One seed each: can't test the differences. {deep_text}"
     else:
         headline = (
-            f"{len(same)} of {len(others)} strategies are indistinguishable from full "
-            f"fine-tuning (Welch p >= {ALPHA})"
-            + (f"; cheapest: {cheap.label} ({(cheap.speedup or 0):.2f}x)" if cheap else "")
+            f"{len(same)} of {len(others)} strateg{'y is' if len(others) == 1 else 'ies are'} "
+            f"indistinguishable from full fine-tuning (Welch p >= {ALPHA})"
+            + (f"; cheapest: {cheap.label} (speedup {(cheap.speedup or 0):.2f}x)" if cheap else "")
             + f". {deep_text}"
         )
     return Answer(
@@ -163,7 +168,7 @@ def _answer(context: str, lines: list[Line], metric: str) -> Answer:
         indistinguishable=tuple(line.label for line in same),
         cheapest=cheap.label if cheap else None,
         deepest=deep.label if deep else None,
-        spearman=found[:2] if found else None,
+        spearman=found[:2] if found and not math.isnan(found[0]) else None,
     )
 
 

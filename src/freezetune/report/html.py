@@ -28,21 +28,26 @@ dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .answer p.headline { font-weight: 600; }
 table { border-collapse: collapse; font-size: 0.88em; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; }
+td { white-space: nowrap; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 tr.ref td { background: #fffbe6; }
+table.failures td { text-align: left; white-space: normal; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 .note { color: #555; font-size: 0.9em; }
 """
 
 
-def _table(headers: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+def _table(
+    headers: list[str], rows: list[list[str]], classes: list[str] | None = None, kind: str = ""
+) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{escape(classes[i])}"' if classes and classes[i] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f'<table class="{escape(kind)}">' if kind else "<table>"
+    return f"{table}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _answers(answers: list[Answer]) -> str:
@@ -77,7 +82,8 @@ def _failures(summary: Summary) -> str:
     ]
     if not rows:
         return ""
-    return "<h2>Failed runs</h2>" + _table(["strategy", "seed", "run", "error"], rows)
+    headers = ["strategy", "seed", "run", "error"]
+    return "<h2>Failed runs</h2>" + _table(headers, rows, kind="failures")
 
 
 def render_html(
@@ -112,6 +118,6 @@ def _method_note(summary: Summary) -> str:
         "Mean ± sample std over seeds; 95% CI from Student's t. Δ and % compare with the full "
         "fine-tuning line in the same context (highlighted); p is Welch's two-sided t-test "
         "against it. Wall time = training + evaluation (model loading excluded); speedup = full "
-        "wall time / this wall time. Frozen units count the embeddings as 1. Rows are ordered "
-        "by frozen units."
+        "wall time / this wall time. Frozen units count the embeddings as 1 (for schedules: "
+        "at the end of training). Rows are ordered by frozen units."
     )

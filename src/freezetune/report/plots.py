@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from freezetune.report.tables import Line, Summary, pareto_front
 
@@ -92,14 +93,9 @@ def plot_pareto(summary: Summary) -> bytes | None:
         ax.annotate(line.label, (line.wall, 100 * line.mean), textcoords="offset points",
                     xytext=(5, 5), fontsize=8)  # fmt: skip
     front = [lines[i] for i in pareto_front([(line.wall, line.mean) for line in lines])]
-    ax.step(
-        [line.wall for line in front],
-        [100 * line.mean for line in front],
-        where="post",
-        color="black",
-        alpha=0.6,
-        label="Pareto front",
-    )
+    xs, ys = [line.wall for line in front], [100 * line.mean for line in front]
+    ax.step(xs, ys, where="post", color="black", alpha=0.6)
+    ax.plot(xs, ys, "s", mfc="none", ms=12, color="black", alpha=0.6, label="Pareto front")
     ax.set_xlabel("wall time per run, s (train + eval)")
     ax.set_ylabel(f"{summary.metric} (x100)")
     ax.set_title(f"{summary.metric} vs cost (mean ± std over seeds)")
@@ -121,9 +117,13 @@ def _colors(labels: list[str]) -> dict[str, Any]:
     return {label: cmap(i % 10) for i, label in enumerate(dict.fromkeys(labels))}
 
 
+def _changes(timeline: list[dict[str, Any]]) -> bool:
+    return len({(e.get("units_frozen"), e.get("trainable_params")) for e in timeline}) > 1
+
+
 def plot_timeline(summary: Summary) -> bytes | None:
     """Units frozen vs optimizer step for the runs whose freezing changed during training."""
-    rows = [row for row in summary.rows if row.status == "succeeded" and row.timeline]
+    rows = [row for row in summary.rows if row.status == "succeeded" and _changes(row.timeline)]
     if not rows:
         return None
     fig, ax = _figure()
@@ -138,6 +138,7 @@ def plot_timeline(summary: Summary) -> bytes | None:
         seen.add(row.strategy)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("units frozen (embeddings = 1)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("freezing timeline of adaptive strategies (one line per seed)")
     ax.legend()
     return _png(fig)

@@ -6,8 +6,8 @@ changed spec), each value gets its own line, labelled e.g. ``full n_train=500``.
 compared with the full fine-tuning line in the same context (same settings but the learning rate;
 the same lr if there is one, else the best full line).
 
->>> mean_ci([0.8, 0.9, 1.0])  # mean, std, and the 95% Student-t interval
-(0.9, 0.1, 0.6515..., 1.1484...)
+>>> [round(x, 4) for x in mean_ci([0.8, 0.9, 1.0])]  # mean, std, 95% Student-t interval
+[0.9, 0.1, 0.6516, 1.1484]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from scipy import stats
 
 from freezetune.study.spec import SHORT_KEYS
-from freezetune.study.store import RunRow
+from freezetune.study.store import STATUSES, RunRow
 
 __all__ = [
     "Line",
@@ -244,42 +244,33 @@ def _order(line: Line) -> tuple:
     return (context, units, line.label)
 
 
-def _fact(values: list[Any]) -> str:
-    unique = list(dict.fromkeys("all" if v is None else str(v) for v in values))
+def _fact(values: list[Any], none: str | None = None) -> str:
+    """Each distinct value once; ``None`` shows as ``none`` (e.g. "all") or is left out."""
+    shown = ["" if v is None and none is None else none if v is None else str(v) for v in values]
+    unique = [v for v in dict.fromkeys(shown) if v]
     return ", ".join(unique) if unique else "?"
 
 
 def study_facts(rows: list[RunRow]) -> tuple[tuple[str, str], ...]:
     """The study's size and setting, each value listed once (several when they vary)."""
-    flats = [_flat(r.config) for r in rows]
-    done = [r for r in rows if r.result]
+    flats = [_flat(r.config) for r in rows if r.config.get("model")]
+    done = [r.result for r in rows if r.result]
     status = [r.status for r in rows]
+    precision = ["bf16" if f.get("train.bf16") else "fp32" for f in flats]
     return (
         ("model", _fact([f.get("model.name") for f in flats])),
         ("task", _fact([f.get("data.task") for f in flats])),
-        (
-            "train examples",
-            _fact([r.result.get("train_examples") for r in done if r.result])
-            if done
-            else _fact([f.get("data.max_train_samples") for f in flats]),
-        ),
-        ("eval examples", _fact([f.get("data.max_eval_samples") for f in flats])),
+        ("train examples", _fact([r.get("train_examples") for r in done])),
+        ("eval examples", _fact([f.get("data.max_eval_samples") for f in flats], "all")),
         ("epochs", _fact([f.get("train.epochs") for f in flats])),
         ("seeds", _fact(sorted({r.seed for r in rows}))),
-        ("precision", _fact(["bf16" if f.get("train.bf16") else "fp32" for f in flats])),
+        ("precision", _fact(precision)),
         ("max length", _fact([f.get("data.max_length") for f in flats])),
         ("batch size", _fact([f.get("train.batch_size") for f in flats])),
         ("learning rate", _fact(sorted({r.lr for r in rows}))),
-        (
-            "runs",
-            ", ".join(
-                f"{status.count(s)} {s}"
-                for s in ("succeeded", "failed", "running")
-                if status.count(s)
-            ),
-        ),
-        ("git", _fact([r.git for r in done])),
-        ("cpus", _fact([(r.machine or {}).get("cpus") for r in done])),
+        ("runs", ", ".join(f"{status.count(s)} {s}" for s in STATUSES if s in status)),
+        ("git", _fact([r.get("git") for r in done])),
+        ("cpus", _fact([(r.get("machine") or {}).get("cpus") for r in done])),
     )
 
 

@@ -115,6 +115,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     from freezetune.study.runner import run_study
 
     spec = spec_from_args(args)
+    if args.jobs > 1:
+        print(
+            f"note: {args.jobs} runs share the CPU at once, so their wall times are not "
+            "comparable with runs alone; set --threads so that jobs x threads <= cores"
+        )
     outcome = run_study(
         spec,
         args.out_root,

@@ -27,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from freezetune.records import atomic_write_text
 from freezetune.study.spec import PlannedRun, StudySpec, config_hash
 from freezetune.study.store import (
     RunRow,
@@ -156,10 +157,12 @@ def _execute(
 
 
 def _save_spec(folder: Path, spec: StudySpec) -> None:
+    # study.yaml is the latest spec; specs/ keeps every spec this folder has run (runs of an
+    # earlier spec stay in results.sqlite and in the report)
     text = spec.to_yaml()
     (folder / "specs").mkdir(exist_ok=True)
-    (folder / "specs" / f"{config_hash(spec.to_dict())}.yaml").write_text(text, encoding="utf-8")
-    (folder / "study.yaml").write_text(text, encoding="utf-8")
+    atomic_write_text(folder / "specs" / f"{config_hash(spec.to_dict())}.yaml", text)
+    atomic_write_text(folder / "study.yaml", text)
 
 
 def run_study(

@@ -89,7 +89,10 @@ class Strategy:
         )
 
     def to_yaml_entry(self) -> str | dict[str, Any]:
-        return dict([("freeze", self.freeze), *self.overrides]) if self.overrides else self.freeze
+        if not self.overrides:
+            return self.freeze
+        plain = [(k, list(v) if isinstance(v, tuple) else v) for k, v in self.overrides]
+        return dict([("freeze", self.freeze), *plain])
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ __all__ = [
     "study_lock",
 ]
 
-STATUSES = ("running", "succeeded", "failed")
+STATUSES = ("succeeded", "failed", "running")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -12,10 +12,12 @@ next, and a crash (segfault, out-of-memory kill) fails that run only.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
+import multiprocessing
+import os
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,17 @@ TRACEBACK_FILE = "traceback.txt"
 
 
 def _die_with_parent() -> None:
-    # Linux: if the process that forked us dies (the study was killed), so do we, so a killed
-    # study never leaves a training behind that still writes into its run folder
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # if the study process dies (kill -9 included), so does this run, so that a killed study
+    # never leaves a training behind that still writes into its run folder; the parent's
+    # sentinel becomes readable exactly when the parent is gone
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        if parent is not None:
+            parent.join()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="freezetune-watch-parent", daemon=True).start()
 
 
 def error_line(err: BaseException) -> str:

@@ -1,0 +1,251 @@
+"""Frozen-prefix activation caching: frozen units run once, later epochs start above them.
+
+When the first ``level`` units (embeddings + ``level - 1`` blocks) are frozen, they are a fixed
+function (eval mode, no gradient), so the hidden state entering the first trainable block is
+stored per example, unpadded, the first time a batch computes it. Once every example of a batch
+is stored, the model runs from that block on: the frozen blocks are swapped out of the block
+list for a stand-in that returns the stored states, and the model's own code still builds the
+attention mask, positions and final norm, so nothing architecture-specific is re-implemented.
+When more units freeze the cache is *advanced* (only the newly frozen blocks run on the stored
+states); when units thaw it is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from freezetune.errors import UserError
+from freezetune.units import Units
+
+__all__ = ["CACHEABLE_FAMILIES", "ActivationCache", "PrefixCache", "check_cacheable"]
+
+#: families whose block loop caching was checked against the uncached path (tests/test_cache.py)
+CACHEABLE_FAMILIES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "deberta-v2", "gpt2", "llama"}
+)
+#: families whose blocks return (hidden, extra) tuples instead of a tensor
+TUPLE_OUTPUT = frozenset({"deberta-v2"})
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_cacheable(model: nn.Module, units: Units) -> str | None:
+    """None when frozen-prefix caching is exact for this model, else the reason it is not."""
+    if units.shared_blocks:
+        return f"{units.family} shares weights across layers, so a frozen prefix is not a prefix"
+    if units.family not in CACHEABLE_FAMILIES:
+        return f"caching is not verified for {units.family} models"
+    conv = getattr(getattr(getattr(model, "encoder", None), "encoder", None), "conv", None)
+    if conv is not None:
+        return "DeBERTa-v2 with a convolution after block 0 cannot start above it"
+    return None
+
+
+class ActivationCache:
+    """Unpadded per-example states in one flat [total tokens, hidden] array (RAM or a file)."""
+
+    def __init__(self, lengths: list[int], hidden: int, dtype: torch.dtype, path: Path | None):
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
+        self.offsets = torch.cumsum(torch.tensor([0, *lengths]), 0)
+        self.dtype = dtype
+        total = int(self.offsets[-1])
+        if path is None:
+            self.data = torch.empty((total, hidden), dtype=dtype)
+        else:  # numpy has no bfloat16: store its bits as int16 and view them back
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np_dtype = np.float32 if dtype == torch.float32 else np.int16
+            array = np.lib.format.open_memmap(
+                path, mode="w+", dtype=np_dtype, shape=(total, hidden)
+            )
+            raw = torch.from_numpy(array)
+            self.data = raw if dtype == torch.float32 else raw.view(dtype)
+        self.filled = torch.zeros(len(lengths), dtype=torch.bool)
+        self.level = 0  # units frozen when the stored states were computed
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size()
+
+    def reset(self, level: int) -> None:
+        self.filled.zero_()
+        self.level = level
+
+    def has(self, index: torch.Tensor) -> bool:
+        return bool(self.filled[index].all())
+
+    def store(self, index: torch.Tensor, hidden: torch.Tensor) -> None:
+        hidden = hidden.detach().to("cpu", self.dtype)
+        for row, i in enumerate(index.tolist()):
+            start, n = int(self.offsets[i]), int(self.lengths[i])
+            self.data[start : start + n] = hidden[row, :n]
+            self.filled[i] = True
+
+    def gather(self, index: torch.Tensor, width: int) -> torch.Tensor:
+        out = torch.zeros((len(index), width, self.data.shape[1]), dtype=torch.float32)
+        for row, i in enumerate(index.tolist()):
+            start, n = int(self.offsets[i]), int(self.lengths[i])
+            out[row, :n] = self.data[start : start + n].float()
+        return out
+
+
+class _Given(nn.Module):
+    """Stands in for the frozen blocks: returns the stored states, whatever it is passed."""
+
+    def __init__(self, hidden: torch.Tensor, as_tuple: bool):
+        super().__init__()
+        self.hidden, self.as_tuple = hidden, as_tuple
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return (self.hidden, None) if self.as_tuple else self.hidden
+
+
+class _Captured(Exception):
+    def __init__(self, hidden: torch.Tensor):
+        self.hidden = hidden
+
+
+class PrefixCache:
+    """Runs a model's forward from cached frozen-prefix states when it can (see module doc).
+
+    >>> cache = PrefixCache(model, units, lengths=[12, 7, 30])  # doctest: +SKIP
+    >>> out = cache.forward(batch, level=3)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        units: Units,
+        lengths: list[int],
+        dtype: str = "float32",
+        spill: Path | None = None,
+        budget_mb: float = 4096,
+    ):
+        self.model, self.units = model, units
+        self.blocks: nn.ModuleList = model.get_submodule(units.blocks_path)  # type: ignore[assignment]
+        parent, _, attr = units.blocks_path.rpartition(".")
+        self.parent, self.attr = model.get_submodule(parent), attr
+        hidden, torch_dtype = self._hidden_size(), DTYPES[dtype]
+        size_mb = sum(lengths) * hidden * torch_dtype.itemsize / 2**20
+        self.path = spill if spill is not None and size_mb > budget_mb else None
+        self.store = ActivationCache(lengths, hidden, torch_dtype, self.path)
+        self.advance_time = 0.0
+        self.as_tuple = units.family in TUPLE_OUTPUT
+        self.hits = self.misses = 0
+
+    def _hidden_size(self) -> int:
+        config: Any = getattr(self.model, "config", None)
+        config = getattr(config, "encoder", config)
+        size = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+        if size is None:
+            raise UserError("cannot tell the model's hidden size for caching; pass --no-cache")
+        return int(size)
+
+    # 1) where the state is read: the input of the first trainable block, or (head only)
+    #    the output of the last block
+    def _hook(self, level: int, sink: Any) -> Any:
+        first_trainable = level - 1
+        if first_trainable < len(self.blocks):
+
+            def pre(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+                sink(args[0] if args else kwargs["hidden_states"])
+
+            return self.blocks[first_trainable].register_forward_pre_hook(pre, with_kwargs=True)
+
+        def post(_module: nn.Module, _args: tuple, output: Any) -> None:
+            sink(output[0] if isinstance(output, tuple) else output)
+
+        return self.blocks[-1].register_forward_hook(post)
+
+    # 2) where it is written back: blocks[:level-1] replaced by a stand-in
+    @contextlib.contextmanager
+    def _start_at(
+        self, level: int, hidden: torch.Tensor, upto: int | None = None
+    ) -> Iterator[None]:
+        kept = list(self.blocks)[level - 1 : upto]
+        setattr(self.parent, self.attr, nn.ModuleList([_Given(hidden, self.as_tuple), *kept]))
+        try:
+            yield
+        finally:
+            setattr(self.parent, self.attr, self.blocks)
+
+    def set_level(self, level: int) -> None:
+        """Frozen units changed: advance stored states to ``level``, or drop them."""
+        if level == self.store.level:
+            return
+        if level < 2 or level < self.store.level or not self.store.filled.any():
+            self.store.reset(level)
+            return
+        self._advance(level)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "bytes": self.store.nbytes,
+            "file": str(self.path) if self.path else None,
+            "hits": self.hits,
+            "misses": self.misses,
+            "level": self.store.level,
+            "advance_time_s": round(self.advance_time, 3),
+        }
+
+    @torch.no_grad()
+    def _advance(self, level: int, batch_size: int = 64) -> None:
+        started = time.perf_counter()
+        old, filled = self.store.level, self.store.filled.nonzero().flatten()
+        order = filled[torch.argsort(self.store.lengths[filled], descending=True)]
+        was_training = self.model.training
+        self.model.eval()
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            width = int(self.store.lengths[index].max())
+            mask = (torch.arange(width)[None, :] < self.store.lengths[index][:, None]).long()
+            hidden = self.store.gather(index, width).to(self._device())
+            self.store.store(index, self._run_to(old, level, hidden, mask.to(hidden.device)))
+        self.store.level = level
+        self.model.train(was_training)
+        self.advance_time += time.perf_counter() - started
+
+    def _run_to(
+        self, old: int, level: int, hidden: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        def stop(state: torch.Tensor) -> None:
+            raise _Captured(state)
+
+        ids = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
+        with self._start_at(old, hidden):
+            handle = self._hook(level, stop)  # hooks sit on the block objects themselves
+            try:
+                self.model(input_ids=ids, attention_mask=mask)
+            except _Captured as done:
+                return done.hidden
+            finally:
+                handle.remove()
+        raise AssertionError("the capture hook did not fire")
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, batch: dict[str, torch.Tensor], level: int) -> Any:
+        """The model's output for ``batch`` with ``level`` units frozen, from cache if it can."""
+        index = batch.pop("index")
+        self.set_level(level)
+        if level < 2:
+            return self.model(**batch)
+        if self.store.has(index):
+            self.hits += 1
+            width = batch["input_ids"].shape[1]
+            hidden = self.store.gather(index, width).to(self._device())
+            with self._start_at(level, hidden):
+                return self.model(**batch)
+        self.misses += 1
+        handle = self._hook(level, lambda h: self.store.store(index, h))
+        try:
+            return self.model(**batch)
+        finally:
+            handle.remove()

@@ -1,0 +1,185 @@
+"""Frozen-prefix caching: the cached path equals the uncached one, for every family it allows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from freezetune import RunConfig, train
+from freezetune.cache import PrefixCache, check_cacheable
+from freezetune.modeling import FreezetuneConfig, FreezetuneForSequenceClassification
+from freezetune.units import split_units
+
+FAMILIES = {
+    "bert": {},
+    "roberta": {"pad_token_id": 1},
+    "electra": {"embedding_size": 16},
+    "distilbert": {"dim": 32, "n_layers": 3, "n_heads": 2, "hidden_dim": 37},
+    "deberta-v2": {
+        "relative_attention": True,
+        "position_buckets": 8,
+        "pos_att_type": ["p2c", "c2p"],
+    },
+    "gpt2": {"n_embd": 32, "n_layer": 3, "n_head": 2},
+    "llama": {"num_key_value_heads": 1, "head_dim": 16},
+}
+POOLING = {"gpt2": "last", "llama": "last"}
+
+
+def tiny_classifier(family: str) -> FreezetuneForSequenceClassification:
+    torch.manual_seed(0)
+    kwargs = {
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "intermediate_size": 37,
+        "max_position_embeddings": 64,
+        **FAMILIES[family],
+    }
+    config = AutoConfig.for_model(family, **kwargs)
+    encoder = AutoModel.from_config(config)
+    head = FreezetuneConfig(
+        encoder=encoder.config, pooling=POOLING.get(family, "mean"), num_labels=2
+    )
+    return FreezetuneForSequenceClassification(head, encoder=encoder).eval()
+
+
+def padded_batch(lengths: list[int], width: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 60, (len(lengths), width), generator=g)
+    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    return {
+        "input_ids": ids * mask,
+        "attention_mask": mask,
+        "labels": torch.tensor([0, 1, 1][: len(lengths)]),
+        "index": torch.arange(len(lengths)),
+    }
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("level", [2, 3, 4, 5])  # 5 = everything but the head frozen
+def test_cached_forward_equals_uncached(family, level):
+    model = tiny_classifier(family)
+    units = split_units(model)
+    assert check_cacheable(model, units) is None
+    lengths = [9, 5, 7]
+    batch = padded_batch(lengths, 9)
+    with torch.no_grad():
+        expected = model(**{k: v for k, v in batch.items() if k != "index"})
+        cache = PrefixCache(model, units, lengths)
+        first = cache.forward(dict(batch), level)  # computes and stores
+        second = cache.forward(dict(batch), level)  # starts above the frozen blocks
+    assert (cache.misses, cache.hits) == (1, 1)
+    torch.testing.assert_close(first.logits, expected.logits)
+    torch.testing.assert_close(second.logits, expected.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(second.loss, expected.loss, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_wider_padding_does_not_change_cached_results(family):
+    model = tiny_classifier(family)
+    units = split_units(model)
+    cache = PrefixCache(model, units, [9, 5, 7])
+    with torch.no_grad():
+        cache.forward(padded_batch([9, 5, 7], 9), 3)
+        narrow = padded_batch([9, 5, 7], 9)
+        wide = padded_batch([9, 5, 7], 12)
+        wide["input_ids"][:, :9] = narrow["input_ids"]
+        expected = model(**{k: v for k, v in wide.items() if k != "index"})
+        got = cache.forward(wide, 3)
+    assert cache.hits == 1
+    torch.testing.assert_close(got.logits, expected.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "deberta-v2", "llama"])
+def test_advancing_the_cache_equals_recomputing_it(family):
+    model = tiny_classifier(family)
+    units = split_units(model)
+    lengths = [9, 5, 7]
+    batch = padded_batch(lengths, 9)
+    advanced, fresh = PrefixCache(model, units, lengths), PrefixCache(model, units, lengths)
+    with torch.no_grad():
+        advanced.forward(dict(batch), 2)
+        advanced.set_level(4)  # run only blocks 1 and 2 on the stored states
+        fresh.forward(dict(batch), 4)
+    assert advanced.store.level == 4 and advanced.store.filled.all()
+    torch.testing.assert_close(advanced.store.data, fresh.store.data, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        out = advanced.forward(dict(batch), 4)
+        expected = model(**{k: v for k, v in batch.items() if k != "index"})
+    assert advanced.hits == 1
+    torch.testing.assert_close(out.logits, expected.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_thawing_drops_the_cache():
+    model = tiny_classifier("bert")
+    cache = PrefixCache(model, split_units(model), [9, 5, 7])
+    with torch.no_grad():
+        cache.forward(padded_batch([9, 5, 7], 9), 4)
+    cache.set_level(3)
+    assert cache.store.level == 3 and not cache.store.filled.any()
+
+
+def test_memory_mapped_cache_in_bfloat16(tmp_path):
+    model = tiny_classifier("bert")
+    units = split_units(model)
+    cache = PrefixCache(
+        model, units, [9, 5, 7], dtype="bfloat16", spill=tmp_path / "c.npy", budget_mb=0
+    )
+    batch = padded_batch([9, 5, 7], 9)
+    with torch.no_grad():
+        expected = model(**{k: v for k, v in batch.items() if k != "index"})
+        cache.forward(dict(batch), 3)
+        got = cache.forward(dict(batch), 3)
+    assert (tmp_path / "c.npy").stat().st_size > 9 * 32 * 2
+    assert cache.store.data.dtype == torch.bfloat16
+    torch.testing.assert_close(got.logits, expected.logits, rtol=0.05, atol=0.02)
+
+
+def test_albert_is_refused_with_a_reason():
+    config = AutoConfig.for_model(
+        "albert",
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=37,
+        embedding_size=16,
+    )
+    encoder = AutoModel.from_config(config)
+    model = FreezetuneForSequenceClassification(
+        FreezetuneConfig(encoder=encoder.config, pooling="cls", num_labels=2), encoder=encoder
+    )
+    assert "shares weights" in check_cacheable(model, split_units(model))
+
+
+def run(tiny_bert, tmp_path, freeze, cache, epochs=3):
+    return train(
+        RunConfig.from_dict(
+            {
+                "model": {"name": tiny_bert},
+                "data": {
+                    "task": "sst2",
+                    "max_train_samples": 48,
+                    "max_eval_samples": 16,
+                    "max_length": 24,
+                },
+                "train": {"epochs": epochs, "batch_size": 16, "progress": False, "cache": cache},
+                "optim": {"lr": 1e-3},
+                "freeze": freeze,
+                "out": str(tmp_path / f"{freeze}-{cache}".replace(":", "")),
+            }
+        )
+    )
+
+
+@pytest.mark.parametrize("freeze", ["bottom:2", "head", "progressive"])
+def test_cached_training_matches_uncached_training(tiny_bert, tmp_path, freeze):
+    epochs = 8 if freeze == "progressive" else 3  # progressive freezes late in training
+    cached = run(tiny_bert, tmp_path, freeze, True, epochs)
+    plain = run(tiny_bert, tmp_path, freeze, False, epochs)
+    assert cached["cache"]["train"]["hits"] > 0 and plain["cache"] is None
+    for key in ("accuracy", "loss"):
+        assert cached["final"][key] == pytest.approx(plain["final"][key], abs=1e-4)

@@ -1,0 +1,266 @@
+"""Studies: spec parsing and grids, the SQLite store, resuming, locking, and one tiny study
+end to end through the CLI (tiny random BERT, 32 examples, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from freezetune.cli import main
+from freezetune.config import load_yaml
+from freezetune.errors import UserError
+from freezetune.study import StudySpec, plan_todo, preset_strategies, study_lock
+from freezetune.study.spec import num_blocks_of
+from freezetune.study.store import RunRow, fail_run, finish_run, open_store, read_rows, start_run
+
+STUDY_CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "studies").glob("*.yaml"))
+
+
+def spec(**kw) -> StudySpec:
+    return StudySpec.from_dict({"name": "s", "strategies": ["full", "bottom:2"], **kw})
+
+
+def test_grid_runs_seeds_outermost_with_per_strategy_overrides():
+    s = spec(strategies=["full", {"freeze": "head", "optim.lr": "1e-3"}], seeds=[0, 1])
+    grid = s.grid()
+    assert [(r.strategy, r.seed) for r in grid] == [
+        ("full", 0), ("head (lr=0.001)", 0), ("full", 1), ("head (lr=0.001)", 1),
+    ]  # fmt: skip
+    assert grid[1].lr == 1e-3 and grid[1].freeze == "head" and grid[0].lr == 1e-4
+    assert grid[0].config["train"]["seed"] == 0 and "out" not in grid[0].config
+    assert len({r.run_id for r in grid}) == 4
+
+
+def test_lr_and_train_size_axes_multiply_the_grid_and_identical_cells_collapse():
+    s = spec(lrs=[1e-4, 3e-4], train_sizes=[100, 200], seeds=[0])
+    assert len(s.grid()) == 2 * 2 * 2
+    assert {(r.lr, r.train_size) for r in s.grid()} == {
+        (lr, n) for lr in (1e-4, 3e-4) for n in (100, 200)
+    }
+    fixed = spec(strategies=[{"freeze": "head", "optim.lr": 1e-3}], lrs=[1e-4, 3e-4])
+    assert len(fixed.grid()) == 1  # the strategy's own lr wins, so both cells are one run
+
+
+def test_run_id_is_the_config_hash_ignoring_output_and_progress():
+    a = spec().grid()[0]
+    assert a.run_id == spec(name="other").grid()[0].run_id  # the name is not part of a run
+    assert a.run_id == spec(base={"train": {"progress": False}}).grid()[0].run_id
+    assert a.run_id != spec(base={"train": {"epochs": 2}}).grid()[0].run_id
+    assert len(a.run_id) == 16 and int(a.run_id, 16) >= 0
+
+
+def test_presets_follow_the_number_of_blocks(tiny_bert):
+    assert preset_strategies("depth", 3) == [
+        "full", "bottom:0", "bottom:1", "bottom:2", "bottom:3", "head",
+    ]  # fmt: skip
+    assert preset_strategies("strategies", 3) == [
+        "full", "head", "bottom:1", "two-phase", "gradual", "progressive", "autofreeze", "lora",
+    ]  # fmt: skip
+    assert num_blocks_of({"model": {"name": tiny_bert}}) == 3
+    s = StudySpec.from_dict(
+        {"name": "d", "preset": "depth", "base": {"model": {"name": tiny_bert}}}
+    )
+    assert [x.freeze for x in s.strategies][-2:] == ["bottom:3", "head"]
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_study_config_loads(path):
+    s = StudySpec.from_dict(load_yaml(path))
+    assert s.name == path.stem and len(s.seeds) >= 2 and s.grid()
+    again = StudySpec.from_dict(yaml.safe_load(s.to_yaml()))  # study.yaml round-trips
+    assert [r.run_id for r in again.grid()] == [r.run_id for r in s.grid()]
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"strategy": ["full"]}, "unknown study key strategy"),
+        ({"strategies": [3]}, "bad strategy 3"),
+        ({"strategies": [{"freeze": "head", "lr": 1}]}, "section.key"),
+        ({"strategies": [{"freeze": "head", "optim.lr": 5}]}, "strategy head: optim.lr must be"),
+        ({"strategies": ["full"], "base": {"freeze": "head"}}, "must not set freeze"),
+        ({"strategies": ["full"], "base": {"optim": {"lrr": 1}}}, "unknown config key optim.lrr"),
+        ({"strategies": ["full"], "seeds": ["a"]}, "seeds must be a list of ints"),
+        ({"strategies": ["full"], "seeds": [0, 0]}, "twice"),
+        ({"strategies": ["full"], "name": "../x"}, "must be a folder name"),
+        ({"preset": "widest"}, "unknown study preset"),
+    ],
+)
+def test_bad_specs_name_the_problem(data, needle):
+    with pytest.raises(UserError, match=needle):
+        StudySpec.from_dict({"name": "s", **data}, preset_blocks=3)
+
+
+def stored(run, status="succeeded", host="here"):
+    return RunRow(run.run_id, run.strategy, run.freeze, run.seed, run.lr, run.train_size,
+                  status, hostname=host)  # fmt: skip
+
+
+def test_plan_todo_skips_done_retries_failed_on_request_and_resumes_dead_runs():
+    a, b, c, d = spec(seeds=[0, 1]).grid()
+    rows = [stored(a), stored(b, "failed"), stored(c, "running"), stored(d, "running", "other")]
+    assert plan_todo([a, b, c, d], rows, retry_failed=False, host="here") == [c]
+    assert plan_todo([a, b, c, d], rows, retry_failed=True, host="here") == [b, c]
+    assert plan_todo([a, b, c, d], [], retry_failed=False, host="here") == [a, b, c, d]
+
+
+def test_store_keys_rows_by_run_id_and_counts_attempts(tmp_path):
+    run = spec().grid()[0]
+    conn = open_store(tmp_path / "results.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    start_run(conn, run)
+    fail_run(conn, run.run_id, "boom")
+    start_run(conn, run)
+    finish_run(conn, run.run_id, {"best": {"accuracy": 0.9}, "git": "g"}, [], [{"step": 1}])
+    (row,) = read_rows(conn)
+    assert row.status == "succeeded" and row.error is None and row.attempts == 2
+    assert row.result == {"best": {"accuracy": 0.9}, "git": "g"} and row.curve == [{"step": 1}]
+    assert row.config == run.config and row.git == "g" and row.pid and row.hostname
+
+
+def test_a_second_holder_of_the_study_lock_is_refused(tmp_path):
+    refused = pytest.raises(UserError, match=r"study s is already running \(pid \d+\)")
+    with study_lock(tmp_path, "s"), refused, study_lock(tmp_path, "s"):
+        pass
+    with study_lock(tmp_path, "s"):  # released on exit
+        pass
+
+
+# ---- end to end through the CLI on the tiny model -------------------------------------------
+
+
+def study_args(tiny_bert, root, *extra, strategies="full,bottom:1,nonsense"):
+    return [
+        "study", "--name", "tiny", "--strategies", strategies, "--seeds", "0,1",
+        "--model", tiny_bert, "--task", "sst2", "--max-train-samples", "32",
+        "--max-eval-samples", "16", "--max-length", "32", "--epochs", "1", "--batch-size", "16",
+        "--out-root", str(root), "--no-progress", "optim.lr=1e-3", *extra,
+    ]  # fmt: skip
+
+
+def rows_of(folder: Path) -> dict[str, sqlite3.Row]:
+    conn = sqlite3.connect(folder / "results.sqlite")
+    conn.row_factory = sqlite3.Row
+    try:
+        return {r["run_id"]: r for r in conn.execute("SELECT * FROM runs")}
+    finally:
+        conn.close()
+
+
+def hold_lock(folder, locked, release):
+    with study_lock(folder, "tiny"):
+        locked.set()
+        release.wait(60)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    assert main(study_args(tiny_bert, root)) == 0
+    return root, root / "tiny"
+
+
+def test_study_runs_the_grid_records_failures_and_writes_the_report(tiny_study, capsys):
+    _, folder = tiny_study
+    rows = rows_of(folder)
+    assert len(rows) == 6
+    status = sorted((r["strategy"], r["seed"], r["status"]) for r in rows.values())
+    assert status == [
+        ("bottom:1", 0, "succeeded"), ("bottom:1", 1, "succeeded"), ("full", 0, "succeeded"),
+        ("full", 1, "succeeded"), ("nonsense", 0, "failed"), ("nonsense", 1, "failed"),
+    ]  # fmt: skip
+    for row in rows.values():
+        if row["status"] == "failed":
+            assert "unknown --freeze part 'nonsense'" in row["error"]
+            continue
+        result = json.loads(row["result"])
+        assert result["best"]["step"] >= 1 and result["peak_rss_mb"] > 0
+        assert json.loads(row["curve"]) and json.loads(row["timeline"]) == []  # static specs
+        assert (folder / "runs" / row["run_id"] / "result.json").is_file()
+        assert row["git"] and json.loads(row["versions"])["torch"]
+    for name in ("report.html", "report.md", "results.csv", "study.yaml", "plots/pareto.png"):
+        assert (folder / name).is_file(), name
+    assert "| nonsense | — | 0 |" in (folder / "report.md").read_text()
+
+
+def test_rerunning_skips_finished_runs(tiny_bert, tiny_study, capsys):
+    root, folder = tiny_study
+    before = rows_of(folder)
+    assert main(study_args(tiny_bert, root)) == 0
+    assert "(0 run now, 6 skipped)" in capsys.readouterr().out
+    after = rows_of(folder)
+    assert after.keys() == before.keys()
+    for run_id, row in after.items():  # nothing was trained again
+        assert tuple(row) == tuple(before[run_id])
+
+
+def test_a_killed_run_is_resumed_and_failed_ones_retried_on_request(tiny_bert, tiny_study):
+    root, folder = tiny_study
+    before = rows_of(folder)
+    victim = next(r for r in before.values() if r["strategy"] == "bottom:1")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    conn = sqlite3.connect(folder / "results.sqlite")
+    with conn:  # what a kill -9 mid-run leaves: a running row and a partial folder
+        conn.execute(
+            "UPDATE runs SET status='running', result=NULL, finished_at=NULL, pid=? WHERE run_id=?",
+            (dead.pid, victim["run_id"]),
+        )
+    conn.close()
+    out = folder / "runs" / victim["run_id"]
+    (out / "result.json").unlink()
+    (out / "model.safetensors").write_bytes(b"partial")
+    assert main(study_args(tiny_bert, root, "--retry-failed")) == 0
+    after = rows_of(folder)
+    assert len(after) == 6
+    resumed = after[victim["run_id"]]
+    assert resumed["status"] == "succeeded" and resumed["attempts"] == 2
+    assert json.loads((out / "result.json").read_text())["status"] == "succeeded"
+    assert (out / "model.safetensors").stat().st_size > 1000
+    for run_id, row in after.items():
+        if row["status"] == "failed":
+            assert row["attempts"] == 2  # retried, and failed again with its message
+        elif run_id != victim["run_id"]:
+            assert tuple(row) == tuple(before[run_id])  # untouched
+
+
+def test_a_second_process_on_the_same_study_is_refused(tiny_bert, tiny_study, capsys):
+    root, folder = tiny_study
+    ctx = multiprocessing.get_context("fork")
+    locked, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=hold_lock, args=(folder, locked, release))
+    holder.start()
+    try:
+        assert locked.wait(30)
+        assert main(study_args(tiny_bert, root)) == 2
+        err = capsys.readouterr().err
+        assert f"study tiny is already running (pid {holder.pid})" in err
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def test_bad_study_yaml_exits_2_before_anything_runs(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nstrategies: [full]\nbase:\n  optim:\n    lr: 7\n")
+    assert main(["study", "--config", str(bad), "--out-root", str(tmp_path)]) == 2
+    assert "optim.lr must be in (0, 1)" in capsys.readouterr().err
+    bad.write_text("name: bad\nstrategies: [full]\nepochs: 2\n")
+    assert main(["study", "--config", str(bad), "--out-root", str(tmp_path)]) == 2
+    assert "unknown study key epochs" in capsys.readouterr().err
+    assert main(["study", "--out-root", str(tmp_path)]) == 2
+    assert not (tmp_path / "bad").exists()
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_jobs_run_several_at_once(tiny_bert, tmp_path):
+    args = study_args(tiny_bert, tmp_path, "--jobs", "2", strategies="nonsense,bogus")
+    assert main(args) == 0
+    rows = rows_of(tmp_path / "tiny")
+    assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"failed"}
