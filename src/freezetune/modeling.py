@@ -78,7 +78,7 @@ class FreezetuneForSequenceClassification(PreTrainedModel):
         super().__init__(config)
         encoder_config: Any = config.encoder
         self.encoder = encoder if encoder is not None else AutoModel.from_config(encoder_config)
-        if self.encoder.config._attn_implementation is None:
+        if getattr(self.encoder.config, "_attn_implementation", None) is None:
             # wrapping an existing encoder's config resets its attention backend to None, and
             # attention then silently ignores the padding mask: re-set it (and sub-configs)
             self.config._attn_implementation = self.config._attn_implementation or "sdpa"
