@@ -148,6 +148,15 @@ def test_one_seed_says_the_difference_cannot_be_tested():
     assert answer.indistinguishable == () and answer.deepest == "bottom:4"
 
 
+def test_a_constant_metric_is_reported_as_such_not_as_a_trend():
+    rows = [row(s, seed, 0.5, 10.0) for s in ("full", "bottom:2", "bottom:4") for seed in (0, 1)]
+    (answer,) = answer_study(summarize(rows))
+    assert answer.spearman is None and "Accuracy is the same at every depth (6 runs)." in (
+        answer.sentences
+    )
+    assert answer.indistinguishable == ("bottom:2", "bottom:4")
+
+
 def test_a_train_size_axis_gets_its_own_full_reference_and_answer():
     rows = [
         *(row("full", s, 0.80 + s / 100, 10.0, n_train=500) for s in range(2)),

@@ -188,6 +188,7 @@ class Loop:
             "epoch": round(epoch, 4),
             **metrics,
             "train_time_s": round(self.train_time, 3),
+            "wall_time_s": round(self.train_time + self.eval_time, 3),
         }
         append_jsonl(self.metrics_path, record)
         self.last = record

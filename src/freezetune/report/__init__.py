@@ -16,7 +16,7 @@ from freezetune.records import atomic_write_text
 from freezetune.report.answer import Answer, answer_study
 from freezetune.report.html import render_html
 from freezetune.report.markdown import render_markdown
-from freezetune.report.plots import render_plots
+from freezetune.report.plots import PLOTS, render_plots
 from freezetune.report.tables import Line, Summary, results_csv, summarize
 from freezetune.study.store import RunRow, open_store, read_rows
 
@@ -66,10 +66,12 @@ def write_report(folder: str | Path) -> WrittenReport:
     summary, answers, images = build_report(rows)
     (folder / "plots").mkdir(exist_ok=True)
     plots = []
-    for name, png in images.items():
+    for name in PLOTS:  # a plot with nothing to show now must not linger from an earlier report
         path = folder / "plots" / f"{name}.png"
-        path.write_bytes(png)
-        plots.append(path)
+        path.unlink(missing_ok=True)
+        if name in images:
+            path.write_bytes(images[name])
+            plots.append(path)
     paths = WrittenReport(
         html=folder / "report.html",
         markdown=folder / "report.md",
@@ -82,4 +84,6 @@ def write_report(folder: str | Path) -> WrittenReport:
     relative = {name: f"plots/{name}.png" for name in images}
     atomic_write_text(paths.markdown, render_markdown(folder.name, summary, answers, relative))
     atomic_write_text(paths.html, render_html(folder.name, summary, answers, images))
+    for path in (paths.csv, paths.markdown, paths.html):
+        path.chmod(0o644)  # readable like the plots, e.g. by a web server (temp files are 0600)
     return paths

@@ -87,11 +87,12 @@ def plot_pareto(summary: Summary) -> bytes | None:
     if not lines:
         return None
     fig, ax = _figure()
-    for line in lines:
+    for i, line in enumerate(sorted(lines, key=lambda line: line.wall)):
         xerr = _std(list(line.walls))
         ax.errorbar(line.wall, 100 * line.mean, xerr=xerr, yerr=_err(line.std), fmt="o", capsize=3)
+        offset = (5, 6 if i % 2 == 0 else -13)  # alternate above/below: neighbours stay legible
         ax.annotate(line.label, (line.wall, 100 * line.mean), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)  # fmt: skip
+                    xytext=offset, fontsize=8)  # fmt: skip
     front = [lines[i] for i in pareto_front([(line.wall, line.mean) for line in lines])]
     xs, ys = [line.wall for line in front], [100 * line.mean for line in front]
     ax.step(xs, ys, where="post", color="black", alpha=0.6)

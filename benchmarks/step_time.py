@@ -1,0 +1,115 @@
+"""Issue 4 benchmark 1: step time of bottom:K (K = 0..L) and head, cached and uncached,
+fp32 and bf16, on minilm-l6 with SST-2 batches, each in its own process (for peak RSS).
+
+A step = forward + backward + AdamW step on a batch of 32 SST-2 sentences (dynamic padding).
+"Cached" steps start above the frozen prefix from stored states (filled by one pass over the
+same batches first, as a cached run's first epoch does). Prints a Markdown table.
+
+    python benchmarks/step_time.py --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+SPECS = ["bottom:0", "bottom:1", "bottom:2", "bottom:3", "bottom:4", "bottom:5", "head"]
+
+
+def measure(spec: str, cached: bool, bf16: bool, steps: int) -> dict:
+    import torch
+
+    from freezetune import RunConfig
+    from freezetune.data import Collator, make_loader, tokenize
+    from freezetune.freezing import apply_frozen, set_train_modes
+    from freezetune.loop import autocast, forward
+    from freezetune.records import peak_rss_mb
+    from freezetune.train import build_optimizer, make_caches, prepare
+
+    config = RunConfig.from_dict(
+        {
+            "freeze": "full" if spec == "full" else spec,
+            "data": {"task": "sst2", "max_train_samples": 32 * steps, "max_eval_samples": 8},
+            "train": {"batch_size": 32, "bf16": bf16, "cache": cached, "progress": False},
+            "out": "runs/bench-step-time-unused",
+        }
+    )
+    setup = prepare(config)
+    model, n = setup.model, setup.spec.frozen_prefix(setup.units.num_blocks)
+    apply_frozen(model, setup.frozen)
+    set_train_modes(model, setup.units, n, True)
+    features = tokenize(setup.data.train, setup.loaded.tokenizer)
+    loader = make_loader(
+        features,
+        batch_size=32,
+        shuffle=True,
+        seed=0,
+        collate=Collator.for_task(setup.loaded.tokenizer, setup.data.task),
+    )
+    batches = list(loader)
+    cache = make_caches(setup, model, {"train": features})["train"] if cached else None
+    optimizer = build_optimizer(setup, model)
+
+    def step(batch: dict) -> float:
+        started = time.perf_counter()
+        with autocast(bf16, torch.device("cpu")):
+            loss = forward(model, cache, dict(batch), n).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+
+    fill = [step(b) for b in batches]  # uncached pass (fills the cache when caching)
+    timed = [step(b) for b in batches] if cached else fill[2:]
+    return {
+        "spec": spec,
+        "cached": cached,
+        "bf16": bf16,
+        "s_per_step": statistics.median(timed),
+        "first_pass_s_per_step": statistics.median(fill),
+        "peak_rss_mb": peak_rss_mb(),
+        "cache_hits": cache.hits if cache else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        spec, cached, bf16 = args.one.split(",")
+        print(json.dumps(measure(spec, cached == "1", bf16 == "1", args.steps)))
+        return
+    rows = []
+    for bf16 in (False, True):
+        for spec in ["full", *SPECS]:
+            for cached in (False, True):
+                if cached and spec in ("full", "bottom:0"):
+                    continue  # nothing (or only the embeddings) to cache
+                one = f"{spec},{int(cached)},{int(bf16)}"
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", one, "--steps", str(args.steps)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print("| precision | --freeze | cached | s/step | vs full (same precision) | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        base = next(x for x in rows if x["spec"] == "full" and x["bf16"] == r["bf16"])
+        print(
+            f"| {'bf16' if r['bf16'] else 'fp32'} | {r['spec']} | {'yes' if r['cached'] else 'no'} "
+            f"| {r['s_per_step']:.4f} | {base['s_per_step'] / r['s_per_step']:.2f}x "
+            f"| {r['peak_rss_mb']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
