@@ -6,11 +6,13 @@ Every bad input becomes one line on stderr naming the problem and the fix, and e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from freezetune.errors import UserError
+from freezetune.loop import Interrupted
 from freezetune.study.cli import add_report_args, add_study_args, cmd_report, cmd_study
 
 __all__ = ["build_parser", "main"]
@@ -46,6 +48,9 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "seed": ("train", "seed"),
     "eval_every": ("train", "eval_every"),
     "threads": ("train", "threads"),
+    "save_every": ("train", "save_every"),
+    "keep_checkpoints": ("train", "keep_checkpoints"),
+    "skip_nonfinite": ("train", "skip_nonfinite"),
     "cache_dtype": ("train", "cache_dtype"),
     "cache_dir": ("train", "cache_dir"),
     "cache_budget_mb": ("train", "cache_budget_mb"),
@@ -104,6 +109,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--eval-every", type=int, help="also evaluate every N steps")
     g.add_argument("--threads", type=int, help="torch threads")
+    g.add_argument("--save-every", type=int, help="checkpoint every N steps and each epoch end")
+    g.add_argument("--keep-checkpoints", type=int, help="newest checkpoints kept (2)")
+    g.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        default=None,
+        help="skip a batch whose loss is NaN/inf instead of stopping",
+    )
+    g.add_argument(
+        "--resume", metavar="OUT", help="continue the run in OUT from its newest checkpoint"
+    )
     g.add_argument(
         "--no-cache",
         action="store_true",
@@ -166,10 +182,17 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from freezetune.train import train
+    from freezetune.train import resume_config, train
 
-    config = config_from_args(args)
-    result = train(config)
+    if args.resume:  # the run's own config; only --no-progress may change
+        config = resume_config(args.resume)
+        if args.no_progress:
+            quiet = dataclasses.replace(config.train, progress=False)
+            config = dataclasses.replace(config, train=quiet)
+        result = train(config, resume=True)
+    else:
+        config = config_from_args(args)
+        result = train(config)
     main = result["main_metric"]
     print(
         f"done: best {main} {result['best'][main]:.4f} (epoch {result['best']['epoch']}), "
@@ -206,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"freezetune: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"freezetune: {stop}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("freezetune: interrupted", file=sys.stderr)
         return 130

@@ -107,6 +107,12 @@ class TrainConfig:
     """torch intra-op threads; None = torch's default."""
     progress: bool = True
     """Show progress bars."""
+    save_every: int | None = None
+    """Checkpoint every N optimizer steps and at each epoch end (None: only on SIGINT/SIGTERM)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    skip_nonfinite: bool = False
+    """Skip a batch whose loss is NaN/inf instead of stopping."""
     cache: bool = True
     """Cache the frozen prefix's output per example so later epochs skip it."""
     cache_dtype: str = "float32"
@@ -226,6 +232,8 @@ def _validate(cfg: RunConfig) -> None:
     _check(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
     _check(t.eval_every is None or t.eval_every >= 1, "train.eval_every must be >= 1")
     _check(t.threads is None or t.threads >= 1, "train.threads must be >= 1")
+    _check(t.save_every is None or t.save_every >= 1, "train.save_every must be >= 1")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
     _check(
         t.cache_dtype in ("float32", "bfloat16", "float16"),
         f"train.cache_dtype must be float32, bfloat16 or float16, got {t.cache_dtype!r}",

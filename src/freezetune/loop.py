@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from freezetune import checkpoint
 from freezetune.cache import PrefixCache
 from freezetune.errors import UserError
 from freezetune.freezing import apply_frozen, frozen_parameters, set_train_modes
@@ -22,11 +24,21 @@ from freezetune.freezing.signals import BlockGradients
 from freezetune.records import append_jsonl
 from freezetune.units import trainable_line
 
-__all__ = ["Loop", "autocast", "forward"]
+__all__ = ["Interrupted", "Loop", "autocast", "forward"]
 
 
 def autocast(enabled: bool, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after writing a checkpoint."""
+
+    def __init__(self, step: int, path: Path, out: Path):
+        super().__init__(
+            f"stopped at step {step} after saving {path}; resume with: "
+            f"freezetune train --resume {out}"
+        )
 
 
 def forward(model: nn.Module, cache: PrefixCache | None, batch: dict, level: int) -> Any:
@@ -63,8 +75,10 @@ class Loop:
         total_steps: int,
         steps_per_epoch: int,
         cache: PrefixCache | None = None,
+        eval_cache: PrefixCache | None = None,
     ):
-        self.cache = cache
+        self.cache, self.eval_cache = cache, eval_cache
+        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM: checkpoint, then stop
         self.setup, self.model, self.optimizer, self.policy = setup, model, optimizer, policy
         self.device, self.evaluate, self.metrics_path = device, evaluate, metrics_path
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
@@ -88,10 +102,7 @@ class Loop:
         n = self.policy.frozen_units(progress)
         if n == self.frozen_prefix:
             return
-        self.frozen_prefix = n
-        apply_frozen(self.model, frozen_parameters(self.setup.units, self.setup.spec, n))
-        set_train_modes(self.model, self.setup.units, n, True)
-        self.trainable = trainable_line(self.model)
+        self.apply_freezing(n)
         record = {
             "event": "freeze",
             "step": self.step,
@@ -102,6 +113,15 @@ class Loop:
         self.timeline.append(record)
         append_jsonl(self.metrics_path, record)
         print(f"step {self.step}: {n} units frozen; {self.trainable}", file=sys.stderr)
+
+    def apply_freezing(self, n: int | None) -> None:
+        """Make the first ``n`` units frozen (requires_grad, eval mode); no logging."""
+        self.frozen_prefix = n
+        if n is None:
+            return
+        apply_frozen(self.model, frozen_parameters(self.setup.units, self.setup.spec, n))
+        set_train_modes(self.model, self.setup.units, n, True)
+        self.trainable = trainable_line(self.model)
 
     # 2) every group's LR: base x (policy's factor or warmup/decay) x llrd^(depth from top)
     def set_learning_rates(self) -> None:
@@ -116,15 +136,19 @@ class Loop:
                 factor *= spec.llrd ** self.depth[unit]
             group["lr"] = group["base_lr"] * factor
 
-    def run(self, loader: Any) -> None:
-        cfg = self.setup.config
-        t = cfg.train
-        bar = _progress_bar(self.total_steps, t.progress, f"train {cfg.freeze}")
-        for epoch in range(t.epochs):
+    def run(self, loader: Any, start_epoch: int = 0, start_batch: int = 0) -> None:
+        """Train from (start_epoch, start_batch): (0, 0), or where a checkpoint left off."""
+        t = self.setup.config.train
+        bar = _progress_bar(self.total_steps, t.progress, f"train {self.setup.config.freeze}")
+        bar.update(self.step)
+        for epoch in range(start_epoch, t.epochs):
             loader.sampler.set_epoch(epoch)  # a new, reproducible order every epoch
             set_train_modes(self.model, self.setup.units, self.frozen_prefix or 0, True)
+            skip = start_batch if epoch == start_epoch else 0
             started, running = time.perf_counter(), 0.0
             for i, batch in enumerate(loader):
+                if i < skip:
+                    continue  # resumed mid-epoch: the same order, minus what was done
                 if i % t.grad_accum == 0:
                     self.refreeze()
                     self.set_learning_rates()
@@ -135,18 +159,32 @@ class Loop:
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.4f}", epoch=epoch + 1)
                 running = 0.0
-                if (
-                    t.eval_every
-                    and self.step % t.eval_every == 0
-                    and self.step % self.steps_per_epoch
-                ):
+                if t.eval_every and self.step % t.eval_every == 0 and i + 1 != len(loader):
                     self.train_time += time.perf_counter() - started
                     self._evaluate(epoch + (i + 1) / len(loader))
                     started = time.perf_counter()
+                if i + 1 != len(loader):
+                    self._maybe_checkpoint(epoch, i + 1, started)
             self.train_time += time.perf_counter() - started
             self._evaluate(epoch + 1)
             bar.set_postfix({self.main: f"{self.last[self.main]:.4f}", "epoch": epoch + 1})
+            self._maybe_checkpoint(epoch + 1, 0, None, epoch_end=True)
         bar.close()
+
+    def _maybe_checkpoint(
+        self, epoch: int, batch: int, started: float | None, epoch_end: bool = False
+    ) -> None:
+        """Checkpoint every N steps, at epoch ends when asked, and before stopping on a signal."""
+        t = self.setup.config.train
+        due = bool(t.save_every) and (epoch_end or self.step % t.save_every == 0)
+        if not (due or self.stop_signal):
+            return
+        paused = time.perf_counter()
+        path = checkpoint.save(self, epoch, batch, t.keep_checkpoints)
+        if started is not None:  # the epoch's clock is running: leave the save out of it
+            self.train_time -= time.perf_counter() - paused
+        if self.stop_signal:
+            raise Interrupted(self.step, path, self.setup.out)
 
     def _backward(self, batch: dict[str, torch.Tensor]) -> float:
         cfg = self.setup.config
@@ -155,8 +193,12 @@ class Loop:
             out = forward(self.model, self.cache, batch, self.frozen_prefix or 0)
             loss = out.loss / cfg.train.grad_accum
         if not torch.isfinite(loss):
+            if cfg.train.skip_nonfinite:
+                append_jsonl(self.metrics_path, {"event": "skipped", "step": self.step})
+                return 0.0
             raise UserError(
-                f"loss became {loss.item()} at step {self.step}; lower --lr or turn off --bf16"
+                f"loss became {loss.item()} at step {self.step}; the last checkpoint (if any) "
+                "is kept; lower --lr, turn off --bf16, or pass --skip-nonfinite"
             )
         loss.backward()
         self.examples += len(batch["labels"])

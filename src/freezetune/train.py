@@ -8,9 +8,13 @@ metrics and a provenance-stamped result.
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import shutil
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from freezetune import checkpoint
 from freezetune.cache import PrefixCache, check_cacheable
 from freezetune.config import RunConfig
 from freezetune.data import Collator, TaskData, load_task, make_loader, tokenize
@@ -32,7 +37,7 @@ from freezetune.models import LoadedModel, load_model
 from freezetune.records import append_jsonl, atomic_write_json, peak_rss_mb, provenance
 from freezetune.units import Units, split_units
 
-__all__ = ["Setup", "build_optimizer", "evaluate_model", "prepare", "train"]
+__all__ = ["Setup", "build_optimizer", "evaluate_model", "prepare", "resume_config", "train"]
 
 RESULT_FILES = ("result.json", "model.safetensors")
 
@@ -63,15 +68,22 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_out_dir(config: RunConfig) -> Path:
+def check_out_dir(config: RunConfig, resume: bool = False) -> Path:
     """Refuse to replace a finished run unless asked (before any work is done)."""
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} is a file; pass --out with a folder")
-    if not config.overwrite and any((out / name).exists() for name in RESULT_FILES):
+    if resume and (out / "result.json").exists():
+        raise UserError(f"{out} already finished (result.json exists); nothing to resume")
+    if not (config.overwrite or resume) and any((out / n).exists() for n in RESULT_FILES):
         raise UserError(
             f"output folder {out} already holds a result; pass --overwrite to replace it "
             "or choose another --out"
+        )
+    if not (config.overwrite or resume) and any((out / "checkpoints").glob("step-*")):
+        raise UserError(
+            f"output folder {out} holds an unfinished run; continue it with --resume {out} "
+            "or start over with --overwrite"
         )
     return out
 
@@ -92,10 +104,10 @@ def _load_data(config: RunConfig) -> TaskData:
     )
 
 
-def prepare(config: RunConfig) -> Setup:
+def prepare(config: RunConfig, resume: bool = False) -> Setup:
     """Load data and model and resolve the freeze spec; raise UserError on any bad input."""
     spec = parse_freeze(config.freeze)
-    out = check_out_dir(config)
+    out = check_out_dir(config, resume)
     data = _load_data(config)
     set_seed(config.train.seed)  # the head's initialisation depends on it
     loaded = load_model(
@@ -208,7 +220,35 @@ def make_caches(
     }
 
 
-def train(config: RunConfig, setup: Setup | None = None) -> dict[str, Any]:
+def _on_signals(loop: Loop) -> Any:
+    """SIGINT/SIGTERM finish the current step, checkpoint and stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        loop.stop_signal = signum
+        print(
+            f"\n{signal.Signals(signum).name}: finishing this step, then checkpointing",
+            file=sys.stderr,
+        )
+
+    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def resume_config(out: str | Path) -> RunConfig:
+    """The config a run in ``out`` was started with (for ``--resume``)."""
+    path = Path(out) / "config.json"
+    if (Path(out) / "result.json").exists():
+        raise UserError(f"{out} already finished (result.json exists); nothing to resume")
+    if not path.is_file():
+        raise UserError(f"{out} holds no run to resume (no config.json); check the folder")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except ValueError as err:
+        raise UserError(f"{path} is not a valid run config ({err})") from None
+
+
+def train(config: RunConfig, setup: Setup | None = None, resume: bool = False) -> dict[str, Any]:
     """Fine-tune as ``config`` says and return the result (also written to ``result.json``).
 
     >>> from freezetune.config import RunConfig
@@ -216,7 +256,7 @@ def train(config: RunConfig, setup: Setup | None = None) -> dict[str, Any]:
     >>> result["best"]["accuracy"]  # doctest: +SKIP
     0.88
     """
-    setup = setup or prepare(config)
+    setup = setup or prepare(config, resume)
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -252,9 +292,15 @@ def train(config: RunConfig, setup: Setup | None = None) -> dict[str, Any]:
     out = setup.out  # --overwrite replaces our files in place; nothing else there is touched
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    start = {"event": "start", "step": 0, "freeze": config.freeze, "total_steps": total_steps}
-    append_jsonl(metrics_path, start)
+    latest = checkpoint.find_latest(out) if resume else None
+    if resume and latest is None:
+        raise UserError(f"no intact checkpoint in {out}/checkpoints; start the run again")
+    if latest is None:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # --overwrite: start over
+        atomic_write_json(out / "config.json", config.to_dict())
+        metrics_path.unlink(missing_ok=True)
+        start = {"event": "start", "step": 0, "freeze": config.freeze, "total_steps": total_steps}
+        append_jsonl(metrics_path, start)
 
     # 4) frozen prefixes run once: their outputs are cached per example (RAM or a file)
     caches = make_caches(setup, model, {"train": train_features, "validation": eval_features})
@@ -273,8 +319,18 @@ def train(config: RunConfig, setup: Setup | None = None) -> dict[str, Any]:
         total_steps,
         steps_per_epoch,
         cache=caches["train"],
+        eval_cache=caches["validation"],
     )
-    loop.run(train_loader)
+    position = (0, 0)
+    if latest is not None:
+        position = checkpoint.restore(loop, latest)
+        print(f"resumed from {latest} (step {loop.step})", file=sys.stderr)
+    previous = _on_signals(loop)
+    try:
+        loop.run(train_loader, *position)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return _finish(setup, loop, len(train_features), caches)
 
 
