@@ -26,7 +26,8 @@ def test_minilm_keeps_sdpa_attention():
 
 
 def test_head_only_on_mean_pooled_minilm_learns_sst2(tmp_path):
-    # the body is frozen, so only the 770-parameter head learns: it must beat chance clearly
+    # the body is frozen and cached, so epochs are cheap and only the 770-parameter head
+    # learns: it must beat chance (0.51) clearly
     cfg = RunConfig.from_dict(
         {
             "data": {
@@ -35,8 +36,8 @@ def test_head_only_on_mean_pooled_minilm_learns_sst2(tmp_path):
                 "max_eval_samples": 256,
                 "max_length": 64,
             },
-            "train": {"epochs": 2, "batch_size": 32, "bf16": True, "progress": False},
-            "optim": {"lr": 3e-3},
+            "train": {"epochs": 10, "batch_size": 32, "bf16": True, "progress": False},
+            "optim": {"lr": 5e-3},
             "freeze": "head",
             "out": str(tmp_path / "out"),
         }

@@ -64,8 +64,8 @@ def watch(monkeypatch):
 
     original_run = Loop.run
 
-    def run(self, loader):
-        original_run(self, loader)
+    def run(self, loader, *position):
+        original_run(self, loader, *position)
         # the weights as training left them (the run then restores its best checkpoint)
         changes.append(
             {

@@ -233,7 +233,7 @@ class PrefixCache:
 
     def forward(self, batch: dict[str, torch.Tensor], level: int) -> Any:
         """The model's output for ``batch`` with ``level`` units frozen, from cache if it can."""
-        index = batch.pop("index")
+        index = batch.pop("index").cpu()  # the cache lives in host memory
         self.set_level(level)
         if level < 2:
             return self.model(**batch)
