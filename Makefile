@@ -21,8 +21,7 @@ $(BIN)/freezetune: pyproject.toml
 setup: $(BIN)/freezetune
 
 demo: setup
-	$(BIN)/freezetune train --task sst2 --freeze bottom:3 --max-train-samples 8000 --epochs 2 \
-		--bf16 --out runs/demo-sst2-bottom3 --overwrite
+	$(BIN)/freezetune study --config configs/studies/default.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -141,9 +141,9 @@ def main() -> None:
     parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--out", default="runs/bench")
     parser.add_argument("--max-train-samples", type=int, default=8000)
-    parser.add_argument("extra", nargs="*", help="more flags for every run")
-    args = parser.parse_args()
-    results = run_all(args.suite, Path(args.out), args.max_train_samples, args.extra)
+    args, extra = parser.parse_known_args()  # anything else is passed to every run
+    extra = [a for a in extra if a != "--"]
+    results = run_all(args.suite, Path(args.out), args.max_train_samples, extra)
     print()
     print(summary_table(results))
     for name, r in results.items():
