@@ -7,9 +7,9 @@ Suites:
 - ``static`` (issue 2): full, bottom:3, bottom:6, head; 8,000 SST-2 examples, 2 epochs.
 - ``schedules`` (issue 3): full, two-phase, gradual, progressive, autofreeze, lora, all
   without caching; 3 epochs; plus AutoFreeze's freezing timeline.
-- ``time-to-accuracy`` (issue 4): full, bottom:3, autofreeze and head, cached, evaluated
-  every 50 steps; wall time until dev accuracy first reaches full fine-tuning's final
-  accuracy minus 0.5 point.
+- ``time-to-accuracy`` (issue 4): full, autofreeze uncached, and bottom:3, autofreeze and
+  head cached, evaluated every 50 steps; training time until dev accuracy first reaches full
+  fine-tuning's final accuracy minus 0.5 point (also issue 3's AutoFreeze-vs-full check).
 
     python benchmarks/strategies.py static --out runs/bench
 """
@@ -48,6 +48,7 @@ SUITES: dict[str, dict[str, Any]] = {
         "epochs": 3,
         "runs": {
             "full": ["--freeze", "full", "--eval-every", "50"],
+            "autofreeze uncached": ["--freeze", "autofreeze", "--eval-every", "50", "--no-cache"],
             "bottom:3 cached": ["--freeze", "bottom:3", "--eval-every", "50"],
             "autofreeze cached": ["--freeze", "autofreeze", "--eval-every", "50"],
             "head cached": ["--freeze", "head", "--lr", "1e-3", "--eval-every", "50"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,17 @@ def test_unknown_model_folder(capsys, tmp_path):
     assert_one_line_error(code, err, "not a model folder")
     code, _, err = run(capsys, "inspect", "--model", str(tmp_path / "missing"))
     assert_one_line_error(code, err, "does not exist")
+
+
+def test_corrupt_weights_are_one_clear_line(capsys, tmp_path, tiny_bert):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((Path(tiny_bert) / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x10\x00not a safetensors file")
+    code, _, err = run(capsys, "train", "--model", str(broken), "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "cannot load model")
+    assert not (tmp_path / "o").exists()
 
 
 def test_own_files_missing_column_and_unknown_label(capsys, tmp_path, tiny_bert):

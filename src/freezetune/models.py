@@ -91,7 +91,7 @@ def default_pooling(path: str, model_type: str) -> str:
 def _load_auto(loader: Any, path: str, **kwargs: Any) -> Any:
     try:
         return loader.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # corrupt weights raise SafetensorError, missing files OSError, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
             f"cannot load model {path!r} ({first}); pass a local folder, an alias "

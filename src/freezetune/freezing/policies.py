@@ -90,6 +90,8 @@ def slanted_triangular(step: int, total: int, cut_frac: float = 0.1, ratio: floa
 
 
 class _Stateless:
+    """Defaults for schedules that keep no state and use the run's LR schedule."""
+
     def lr_factor(self, unit: int, progress: Progress) -> float | None:
         return None
 
@@ -112,7 +114,7 @@ class Static(_Stateless):
 
 
 @dataclass
-class TwoPhase:
+class TwoPhase(_Stateless):
     """Keras' recipe / LP-FT (Kumar et al. 2022): train the head alone for ``head_steps``,
     then unfreeze down to ``unfreeze_to`` frozen units and fine-tune at ``scale`` x the LR.
 
@@ -137,12 +139,6 @@ class TwoPhase:
             return self.head_lr_factor * factor
         step, total = progress.step - self.head_steps, progress.total - self.head_steps
         return self.scale * linear_warmup_decay(step, total, self.warmup_ratio)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 @dataclass
