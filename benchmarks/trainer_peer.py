@@ -59,7 +59,7 @@ def run_trainer(args: argparse.Namespace) -> dict:
         per_device_eval_batch_size=128,
         num_train_epochs=args.epochs,
         learning_rate=args.lr,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # v5: a float < 1 is a ratio of the steps
         weight_decay=0.01,
         lr_scheduler_type="linear",
         bf16=True,
