@@ -183,3 +183,19 @@ def test_cached_training_matches_uncached_training(tiny_bert, tmp_path, freeze):
     assert cached["cache"]["train"]["hits"] > 0 and plain["cache"] is None
     for key in ("accuracy", "loss"):
         assert cached["final"][key] == pytest.approx(plain["final"][key], abs=1e-4)
+
+
+def test_advancing_keeps_each_module_in_its_mode():
+    from freezetune.freezing import set_train_modes
+
+    model = tiny_classifier("bert")
+    units = split_units(model)
+    set_train_modes(model, units, 2, True)  # embeddings + block 0 frozen (eval), rest train
+    cache = PrefixCache(model, units, [9, 5, 7])
+    with torch.no_grad():
+        cache.forward(padded_batch([9, 5, 7], 9), 2)
+    set_train_modes(model, units, 4, True)
+    cache.set_level(4)
+    assert cache.store.level == 4
+    assert not model.encoder.embeddings.training and not model.encoder.encoder.layer[2].training
+    assert model.classifier.training and model.dropout.training

@@ -199,7 +199,7 @@ class PrefixCache:
         started = time.perf_counter()
         old, filled = self.store.level, self.store.filled.nonzero().flatten()
         order = filled[torch.argsort(self.store.lengths[filled], descending=True)]
-        was_training = self.model.training
+        modes = {m: m.training for m in self.model.modules()}  # frozen units stay in eval()
         self.model.eval()
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
@@ -208,7 +208,8 @@ class PrefixCache:
             hidden = self.store.gather(index, width).to(self._device())
             self.store.store(index, self._run_to(old, level, hidden, mask.to(hidden.device)))
         self.store.level = level
-        self.model.train(was_training)
+        for module, training in modes.items():
+            module.train(training)
         self.advance_time += time.perf_counter() - started
 
     def _run_to(

@@ -237,13 +237,14 @@ def _on_signals(loop: Loop) -> Any:
 
 def resume_config(out: str | Path) -> RunConfig:
     """The config a run in ``out`` was started with (for ``--resume``)."""
-    path = Path(out) / "config.json"
+    path = Path(out) / "run_config.json"
     if (Path(out) / "result.json").exists():
         raise UserError(f"{out} already finished (result.json exists); nothing to resume")
     if not path.is_file():
-        raise UserError(f"{out} holds no run to resume (no config.json); check the folder")
+        raise UserError(f"{out} holds no run to resume (no run_config.json); check the folder")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        return RunConfig.from_dict({**data, "out": str(out)})  # the folder may have moved
     except ValueError as err:
         raise UserError(f"{path} is not a valid run config ({err})") from None
 
@@ -297,7 +298,7 @@ def train(config: RunConfig, setup: Setup | None = None, resume: bool = False) -
         raise UserError(f"no intact checkpoint in {out}/checkpoints; start the run again")
     if latest is None:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # --overwrite: start over
-        atomic_write_json(out / "config.json", config.to_dict())
+        atomic_write_json(out / "run_config.json", config.to_dict())  # config.json is the model's
         metrics_path.unlink(missing_ok=True)
         start = {"event": "start", "step": 0, "freeze": config.freeze, "total_steps": total_steps}
         append_jsonl(metrics_path, start)
