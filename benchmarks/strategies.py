@@ -44,6 +44,13 @@ SUITES: dict[str, dict[str, Any]] = {
             "lora": ["--freeze", "lora", "--lr", "5e-4", "--no-cache"],
         },
     },
+    "autofreeze": {  # issue 3's target on this machine: the schedules suite's two key rows
+        "epochs": 3,
+        "runs": {
+            "full": ["--freeze", "full"],
+            "autofreeze": ["--freeze", "autofreeze", "--no-cache"],
+        },
+    },
     "time-to-accuracy": {
         "epochs": 3,
         "runs": {
