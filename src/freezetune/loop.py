@@ -22,7 +22,7 @@ from freezetune.freezing import apply_frozen, frozen_parameters, set_train_modes
 from freezetune.freezing.policies import AutoFreeze, Policy, Progress, linear_warmup_decay
 from freezetune.freezing.signals import BlockGradients
 from freezetune.records import append_jsonl
-from freezetune.units import trainable_line
+from freezetune.units import count_params, trainable_line
 
 __all__ = ["Interrupted", "Loop", "autocast", "forward"]
 
@@ -107,7 +107,7 @@ class Loop:
             "event": "freeze",
             "step": self.step,
             "units_frozen": n,
-            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "trainable_params": count_params(self.model)[0],
             "trainable": self.trainable,
         }
         self.timeline.append(record)

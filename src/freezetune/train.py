@@ -35,7 +35,7 @@ from freezetune.freezing.policies import make_policy
 from freezetune.loop import Loop, autocast, forward
 from freezetune.models import LoadedModel, load_model
 from freezetune.records import append_jsonl, atomic_write_json, peak_rss_mb, provenance
-from freezetune.units import Units, split_units
+from freezetune.units import Units, count_params, split_units
 
 __all__ = ["Setup", "build_optimizer", "evaluate_model", "prepare", "resume_config", "train"]
 
@@ -344,8 +344,7 @@ def _finish(
         params = dict(model.named_parameters())
         for name, value in loop.best_weights.items():
             params[name].copy_(value)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable, total = count_params(model)
     saved: Any = merge_lora(model) if setup.spec.lora is not None else model
     saved.save_pretrained(out)
     setup.loaded.tokenizer.save_pretrained(out)
