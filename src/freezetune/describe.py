@@ -4,28 +4,24 @@ from __future__ import annotations
 
 from freezetune.freezing import apply_frozen, frozen_parameters, parse_freeze
 from freezetune.models import load_model
-from freezetune.units import Units, split_units, trainable_line
+from freezetune.units import describe_units, split_units, trainable_line
 
 __all__ = ["inspect_model", "unit_table"]
 
 
-def unit_table(units: Units, sizes: dict[str, int], frozen: frozenset[str]) -> str:
-    """One row per unit: name, parameters, trainable parameters, state.
+def unit_table(rows: list[tuple[str, int, int]]) -> str:
+    """One line per unit from ``units.describe_units``: name, parameters, trainable, state.
 
-    >>> from freezetune.units import Unit, Units
-    >>> u = Units((Unit("embeddings", (), ("e",)), Unit("head", (), ("h",))), "x", "b")
-    >>> print(unit_table(u, {"e": 10, "h": 2}, frozenset({"e"})))
+    >>> print(unit_table([("embeddings", 10, 0), ("head", 2, 2)]))
     unit             params   trainable  state
     embeddings           10           0  frozen
     head                  2           2  trains
     """
-    rows = ["unit             params   trainable  state"]
-    for unit in units.units:
-        total = sum(sizes[p] for p in unit.params)
-        trains = sum(sizes[p] for p in unit.params if p not in frozen)
+    lines = ["unit             params   trainable  state"]
+    for name, total, trains in rows:
         state = "frozen" if trains == 0 and total else "trains" if trains == total else "partial"
-        rows.append(f"{unit.name:<12}{total:>11,}{trains:>12,}  {state}")
-    return "\n".join(rows)
+        lines.append(f"{name:<12}{total:>11,}{trains:>12,}  {state}")
+    return "\n".join(lines)
 
 
 def inspect_model(
@@ -50,12 +46,11 @@ def inspect_model(
     units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
     frozen = frozen_parameters(units, spec)
     apply_frozen(model, frozen)
-    sizes = {n: p.numel() for n, p in model.named_parameters()}
     header = (
         f"model {name} ({units.family}, {units.num_blocks} blocks at {units.blocks_path}, "
         f"pooling {model.config.pooling}); freeze {spec.text}"
     )
-    lines = [header, unit_table(units, sizes, frozen)]
+    lines = [header, unit_table(describe_units(model, units))]
     if units.note:
         lines.append(f"note: {units.note}")
     lines.append(trainable_line(model))
