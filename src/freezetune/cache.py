@@ -128,6 +128,7 @@ class PrefixCache:
         budget_mb: float = 4096,
     ):
         self.model, self.units = model, units
+        self.runner: Any = model  # what training calls: the model, or its DDP wrapper
         self.blocks: nn.ModuleList = model.get_submodule(units.blocks_path)  # type: ignore[assignment]
         parent, _, attr = units.blocks_path.rpartition(".")
         self.parent, self.attr = model.get_submodule(parent), attr
@@ -237,16 +238,16 @@ class PrefixCache:
         index = batch.pop("index").cpu()  # the cache lives in host memory
         self.set_level(level)
         if level < 2:
-            return self.model(**batch)
+            return self.runner(**batch)
         if self.store.has(index):
             self.hits += 1
             width = batch["input_ids"].shape[1]
             hidden = self.store.gather(index, width).to(self._device())
             with self._start_at(level, hidden):
-                return self.model(**batch)
+                return self.runner(**batch)
         self.misses += 1
         handle = self._hook(level, lambda h: self.store.store(index, h))
         try:
-            return self.model(**batch)
+            return self.runner(**batch)
         finally:
             handle.remove()

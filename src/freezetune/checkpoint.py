@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from freezetune.errors import UserError
 
-__all__ = ["find_latest", "restore", "save"]
+__all__ = ["find_latest", "restore", "save", "step_folder"]
 
 PREFIX = "step-"
 
@@ -74,7 +74,7 @@ def _write_files(loop: Any, folder: Path, epoch: int, batch: int) -> None:
         )
     caches = {}
     for name, cache in (("train", loop.cache), ("validation", loop.eval_cache)):
-        if cache is not None:
+        if cache is not None and not loop.dist.enabled:  # under DDP each rank's is its own
             store = cache.store
             save_file(
                 {"data": store.data.contiguous(), "filled": store.filled.to(torch.uint8)},
@@ -107,14 +107,19 @@ def _write_files(loop: Any, folder: Path, epoch: int, batch: int) -> None:
     torch.save(state, folder / "state.pt")
 
 
+def step_folder(loop: Any) -> Path:
+    """Where the checkpoint of ``loop``'s current step goes."""
+    return Path(loop.metrics_path).parent / "checkpoints" / f"{PREFIX}{loop.step:09d}"
+
+
 def save(loop: Any, epoch: int, batch: int, keep: int) -> Path:
     """Write a checkpoint atomically; keep the newest ``keep``; return its folder.
 
     ``(epoch, batch)`` is where training continues: the next batch index of that epoch.
     """
-    root = Path(loop.metrics_path).parent / "checkpoints"
+    final = step_folder(loop)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{loop.step:09d}"
     tmp = root / f".tmp-{PREFIX}{loop.step:09d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -196,7 +201,8 @@ def restore(loop: Any, folder: Path) -> tuple[int, int]:
     for key, value in state["loop"].items():
         setattr(loop, key, value)
     loop.step = state["step"]
-    with open(loop.metrics_path, "r+b") as f:  # drop what the killed run logged after this
-        f.truncate(state["metrics_bytes"])
+    if loop.dist.is_main:
+        with open(loop.metrics_path, "r+b") as f:  # drop what the killed run logged after it
+            f.truncate(state["metrics_bytes"])
     _set_rng_state(state["rng"])
     return state["epoch"], state["batch"]

@@ -193,6 +193,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = config_from_args(args)
         result = train(config)
+    if result["processes"] > 1 and not _is_main():
+        return 0  # rank 0 reports for the whole job
     main = result["main_metric"]
     print(
         f"done: best {main} {result['best'][main]:.4f} (epoch {result['best']['epoch']}), "
@@ -220,21 +222,67 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "inspect": cmd_inspect, "study": cmd_study, "report": cmd_report}
+DISTRIBUTED = ("train", "study")  # commands that join a torchrun / accelerate launch job
+
+
+def _is_main() -> bool:
+    from freezetune import distributed
+
+    return distributed.current().is_main
+
+
+def _say(message: str) -> None:
+    """stderr, once per job: rank 0 speaks for all ranks; others only add their rank."""
+    from freezetune import distributed
+
+    d = distributed.current()
+    print(
+        f"freezetune{f' (rank {d.rank})' if d.enabled and not d.is_main else ''}: {message}",
+        file=sys.stderr,
+    )
+
+
+def _lost_peer(err: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    return isinstance(err, dist.DistError) or "gloo" in str(err).lower()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    joined = False
     try:
+        if args.command in DISTRIBUTED:
+            from freezetune import distributed
+
+            joined = distributed.init_from_env().enabled
         return COMMANDS[args.command](args)
     except UserError as err:
-        print(f"freezetune: error: {err}", file=sys.stderr)
+        _say(f"error: {err}")
         return 2
     except Interrupted as stop:
-        print(f"freezetune: {stop}", file=sys.stderr)
+        if _is_main():
+            _say(str(stop))
         return 130
     except KeyboardInterrupt:
-        print("freezetune: interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
+    except RuntimeError as err:
+        if not joined or not _lost_peer(err):
+            raise
+        # a peer died or hung (its own error is in its log): end this rank too, with one line
+        # instead of a hang (collectives time out after $FREEZETUNE_DIST_TIMEOUT seconds)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        _say(
+            f"error: the distributed job lost a process ({type(err).__name__}: {first}); "
+            "stopping; continue from the last checkpoint with: freezetune train --resume OUT"
+        )
+        return 1
+    finally:
+        if joined:
+            from freezetune import distributed
+
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

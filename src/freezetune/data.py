@@ -33,6 +33,7 @@ __all__ = [
     "TaskInfo",
     "load_task",
     "make_loader",
+    "set_epoch",
     "tokenize",
 ]
 
@@ -573,18 +574,36 @@ def make_loader(
     collate: Any,
     group_by_length: bool = False,
     drop_last: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    fixed_shards: bool = False,
 ) -> DataLoader:
-    """A single-process DataLoader over `features` with an `EpochSampler` (loader.sampler).
+    """A DataLoader over `features` whose order depends only on (seed, epoch).
+
+    Alone (``world == 1``) its sampler is an `EpochSampler` (loader.sampler); as rank ``rank``
+    of ``world`` it yields this rank's slice of each global batch of ``batch_size``
+    (`freezetune.distributed.ShardedBatches`, loader.batch_sampler). Call `set_epoch` on
+    whichever has it (`set_epoch(loader, epoch)`).
 
     >>> loader = make_loader(
     ...     features, batch_size=32, shuffle=True, seed=0, collate=Collator(0)
     ... )  # doctest: +SKIP
-    >>> loader.sampler.set_epoch(epoch)  # doctest: +SKIP
+    >>> set_epoch(loader, epoch)  # doctest: +SKIP
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1 (got {batch_size}); pass a positive number")
     lengths = [len(f["input_ids"]) for f in features]
     sampler = EpochSampler(len(features), seed, shuffle, group_by_length, lengths, batch_size)
+    if world > 1:
+        from freezetune.distributed import ShardedBatches
+
+        shards = ShardedBatches(sampler, batch_size, rank, world, fixed_shards, lengths)
+        return DataLoader(
+            cast("Dataset[Feature]", features),
+            batch_sampler=shards,
+            collate_fn=collate,
+            num_workers=0,
+        )
     return DataLoader(
         cast("Dataset[Feature]", features),
         batch_size=batch_size,
@@ -594,3 +613,9 @@ def make_loader(
         num_workers=0,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Give the loader's sampler its epoch (a new, reproducible order every epoch)."""
+    owner = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler
+    owner.set_epoch(epoch)  # type: ignore[union-attr]

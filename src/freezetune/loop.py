@@ -6,6 +6,8 @@ changes; AutoFreeze additionally sees accumulated block gradients at its decisio
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,10 +15,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from freezetune import checkpoint
+from freezetune import checkpoint, distributed
 from freezetune.cache import PrefixCache
+from freezetune.data import set_epoch
 from freezetune.errors import UserError
 from freezetune.freezing import apply_frozen, frozen_parameters, set_train_modes
 from freezetune.freezing.policies import AutoFreeze, Policy, Progress, linear_warmup_decay
@@ -78,6 +82,8 @@ class Loop:
         eval_cache: PrefixCache | None = None,
     ):
         self.cache, self.eval_cache = cache, eval_cache
+        self.dist = distributed.current()
+        self.runner: nn.Module = model  # what training calls: the model or its DDP wrapper
         self.stop_signal: int | None = None  # set by SIGINT/SIGTERM: checkpoint, then stop
         self.setup, self.model, self.optimizer, self.policy = setup, model, optimizer, policy
         self.device, self.evaluate, self.metrics_path = device, evaluate, metrics_path
@@ -111,8 +117,13 @@ class Loop:
             "trainable": self.trainable,
         }
         self.timeline.append(record)
-        append_jsonl(self.metrics_path, record)
-        print(f"step {self.step}: {n} units frozen; {self.trainable}", file=sys.stderr)
+        self.log(record)
+        if self.dist.is_main:
+            print(f"step {self.step}: {n} units frozen; {self.trainable}", file=sys.stderr)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            append_jsonl(self.metrics_path, record)
 
     def apply_freezing(self, n: int | None) -> None:
         """Make the first ``n`` units frozen (requires_grad, eval mode); no logging."""
@@ -122,6 +133,10 @@ class Loop:
         apply_frozen(self.model, frozen_parameters(self.setup.units, self.setup.spec, n))
         set_train_modes(self.model, self.setup.units, n, True)
         self.trainable = trainable_line(self.model)
+        # under DDP, a new wrapper over the new trainable set (same step on every rank)
+        self.runner = distributed.wrap(self.model, self.dist)
+        if self.cache is not None:
+            self.cache.runner = self.runner
 
     # 2) every group's LR: base x (policy's factor or warmup/decay) x llrd^(depth from top)
     def set_learning_rates(self) -> None:
@@ -139,10 +154,11 @@ class Loop:
     def run(self, loader: Any, start_epoch: int = 0, start_batch: int = 0) -> None:
         """Train from (start_epoch, start_batch): (0, 0), or where a checkpoint left off."""
         t = self.setup.config.train
-        bar = _progress_bar(self.total_steps, t.progress, f"train {self.setup.config.freeze}")
+        show = t.progress and self.dist.is_main
+        bar = _progress_bar(self.total_steps, show, f"train {self.setup.config.freeze}")
         bar.update(self.step)
         for epoch in range(start_epoch, t.epochs):
-            loader.sampler.set_epoch(epoch)  # a new, reproducible order every epoch
+            set_epoch(loader, epoch)  # a new, reproducible order every epoch
             set_train_modes(self.model, self.setup.units, self.frozen_prefix or 0, True)
             skip = start_batch if epoch == start_epoch else 0
             started, running = time.perf_counter(), 0.0
@@ -152,8 +168,9 @@ class Loop:
                 if i % t.grad_accum == 0:
                     self.refreeze()
                     self.set_learning_rates()
-                running += self._backward(batch)
-                if (i + 1) % t.grad_accum and i + 1 != len(loader):
+                last = not (i + 1) % t.grad_accum or i + 1 == len(loader)
+                running += self._backward(batch, sync=last)
+                if not last:
                     continue
                 self._optimizer_step()
                 bar.update(1)
@@ -177,31 +194,56 @@ class Loop:
         """Checkpoint every N steps, at epoch ends when asked, and before stopping on a signal."""
         t = self.setup.config.train
         due = bool(t.save_every) and (epoch_end or self.step % t.save_every == 0)
+        if self.dist.enabled:  # a signal may reach one rank only: all stop at the same step
+            stop = distributed.any_rank(bool(self.stop_signal), self.dist)
+            self.stop_signal = self.stop_signal or (signal.SIGTERM if stop else None)
         if not (due or self.stop_signal):
             return
         paused = time.perf_counter()
-        path = checkpoint.save(self, epoch, batch, t.keep_checkpoints)
+        path = checkpoint.step_folder(self)
+        if self.dist.is_main:  # replicas are identical: rank 0 writes for all of them
+            path = checkpoint.save(self, epoch, batch, t.keep_checkpoints)
+        distributed.barrier(self.dist)
         if started is not None:  # the epoch's clock is running: leave the save out of it
             self.train_time -= time.perf_counter() - paused
         if self.stop_signal:
             raise Interrupted(self.step, path, self.setup.out)
 
-    def _backward(self, batch: dict[str, torch.Tensor]) -> float:
+    def _backward(self, batch: dict[str, torch.Tensor], sync: bool = True) -> float:
+        """Forward and backward one (micro-)batch; under DDP all-reduce only when ``sync``."""
         cfg = self.setup.config
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        with autocast(cfg.train.bf16, self.device):
-            out = forward(self.model, self.cache, batch, self.frozen_prefix or 0)
-            loss = out.loss / cfg.train.grad_accum
-        if not torch.isfinite(loss):
-            if cfg.train.skip_nonfinite:
-                append_jsonl(self.metrics_path, {"event": "skipped", "step": self.step})
-                return 0.0
-            raise UserError(
-                f"loss became {loss.item()} at step {self.step}; the last checkpoint (if any) "
-                "is kept; lower --lr, turn off --bf16, or pass --skip-nonfinite"
-            )
-        loss.backward()
-        self.examples += len(batch["labels"])
+        n = len(batch["labels"])
+        # DDP averages over ranks; weigh each rank's mean loss by its share of the global batch
+        # so that an uneven last batch counts every example once, as in a single process
+        scale = 1.0
+        if self.dist.enabled:
+            total = distributed.sum_ints([n], self.dist)[0]
+            scale, n = self.dist.world * n / total, total
+        quiet: Any = contextlib.nullcontext()
+        if not sync and isinstance(self.runner, DistributedDataParallel):
+            quiet = self.runner.no_sync()  # accumulate locally; all-reduce on the last one
+        with quiet:
+            with autocast(cfg.train.bf16, self.device):
+                out = forward(self.runner, self.cache, batch, self.frozen_prefix or 0)
+                loss = out.loss / cfg.train.grad_accum
+            finite = bool(torch.isfinite(loss))
+            if self.dist.enabled:  # one rank's bad batch stops (or is skipped by) all of them
+                finite = not distributed.any_rank(not finite, self.dist)
+            if not finite:
+                if cfg.train.skip_nonfinite:
+                    self.log({"event": "skipped", "step": self.step})
+                    if self.dist.enabled:  # DDP waits for a backward that never comes: renew
+                        self.runner = distributed.wrap(self.model, self.dist)
+                        if self.cache is not None:
+                            self.cache.runner = self.runner
+                    return 0.0
+                raise UserError(
+                    f"loss became {loss.item()} at step {self.step}; the last checkpoint (if any) "
+                    "is kept; lower --lr, turn off --bf16, or pass --skip-nonfinite"
+                )
+            (loss * scale).backward() if scale != 1.0 else loss.backward()
+        self.examples += n
         return loss.item()
 
     def _optimizer_step(self) -> None:
@@ -217,7 +259,9 @@ class Loop:
         policy = self.policy
         decide = isinstance(policy, AutoFreeze) and policy.is_decision_step(self.step)
         if decide and self.grads is not None:
-            policy.decide(self.grads.norms(), step=self.step)  # type: ignore[attr-defined]
+            # the gradients are DDP-averaged already; rank 0's norms make the decision certain
+            norms = distributed.broadcast(self.grads.norms(), self.dist)
+            policy.decide(norms, step=self.step)  # type: ignore[attr-defined]
 
     def _evaluate(self, epoch: float) -> None:
         started = time.perf_counter()
@@ -232,7 +276,7 @@ class Loop:
             "train_time_s": round(self.train_time, 3),
             "wall_time_s": round(self.train_time + self.eval_time, 3),
         }
-        append_jsonl(self.metrics_path, record)
+        self.log(record)
         self.last = record
         if self.best is None or metrics[self.main] > self.best[self.main]:
             self.best = record

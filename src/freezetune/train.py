@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from freezetune import checkpoint
+from freezetune import checkpoint, distributed
 from freezetune.cache import PrefixCache, check_cacheable
 from freezetune.config import RunConfig
 from freezetune.data import Collator, TaskData, load_task, make_loader, tokenize
@@ -190,9 +190,14 @@ def evaluate_model(
         logits.append(out.logits.float().cpu())
         labels.append(batch["labels"].cpu())
         losses.append(out.loss.item() * len(batch["labels"]))
-    preds, gold = torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    # under DDP each rank scored its shard of the dev set: pool them, so all ranks agree
+    shards = distributed.all_gather(
+        (torch.cat(logits), torch.cat(labels), sum(losses)), distributed.current()
+    )
+    preds = torch.cat([s[0] for s in shards]).numpy()
+    gold = torch.cat([s[1] for s in shards]).numpy()
     metrics = compute_metrics(setup.data.task, preds, gold)
-    metrics["loss"] = float(sum(losses) / len(gold))
+    metrics["loss"] = float(sum(s[2] for s in shards) / len(gold))
     return metrics
 
 
@@ -200,24 +205,32 @@ def make_caches(
     setup: Setup, model: nn.Module, splits: dict[str, list[dict]]
 ) -> dict[str, PrefixCache | None]:
     """One activation cache per split, or none when caching is off or not exact here."""
-    t = setup.config.train
+    t, d = setup.config.train, distributed.current()
     reason = check_cacheable(model, setup.units) if t.cache else "turned off"
     if reason is not None:
-        if t.cache:
+        if t.cache and d.is_main:
             print(f"caching off: {reason}", file=sys.stderr)
         return dict.fromkeys(splits)
     folder = Path(t.cache_dir) if t.cache_dir else setup.out / "cache"
+    rank = f"-rank{d.rank}" if d.enabled else ""  # each rank caches its own shard
     return {
         name: PrefixCache(
             model,
             setup.units,
             [len(f["input_ids"]) for f in features],
             t.cache_dtype,
-            spill=folder / f"{name}.npy",
+            spill=folder / f"{name}{rank}.npy",
             budget_mb=t.cache_budget_mb,
         )
         for name, features in splits.items()
     }
+
+
+def _caches_prefix(setup: Setup, model: nn.Module) -> bool:
+    """Whether this run will cache frozen-prefix states (at least 2 units frozen some time)."""
+    if not setup.config.train.cache or check_cacheable(model, setup.units) is not None:
+        return False
+    return setup.spec.schedule is not None or setup.spec.frozen_prefix(setup.units.num_blocks) >= 2
 
 
 def _on_signals(loop: Loop) -> Any:
@@ -258,14 +271,20 @@ def train(config: RunConfig, setup: Setup | None = None, resume: bool = False) -
     0.88
     """
     setup = setup or prepare(config, resume)
-    t = config.train
+    t, d = config.train, distributed.current()  # d: this process's rank under torchrun
+    if d.enabled and t.batch_size % d.world:
+        raise UserError(
+            f"--batch-size {t.batch_size} (the global batch) does not split over {d.world} "
+            f"processes; pass a multiple of {d.world}"
+        )
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = distributed.device(d)
     model: Any = setup.model.to(device)
     tokenizer = setup.loaded.tokenizer
 
-    # 1) tokenize once; dynamic padding per batch happens in the collator
+    # 1) tokenize once; dynamic padding per batch happens in the collator. Under DDP each rank
+    #    takes its slice of every global batch (a fixed shard when it caches) and of the dev set
     collate = Collator.for_task(tokenizer, setup.data.task)
     train_features = tokenize(setup.data.train, tokenizer, max_length=config.data.max_length)
     eval_features = tokenize(setup.data.validation, tokenizer, max_length=config.data.max_length)
@@ -276,9 +295,16 @@ def train(config: RunConfig, setup: Setup | None = None, resume: bool = False) -
         seed=t.seed,
         collate=collate,
         group_by_length=config.data.group_by_length,
+        rank=d.rank,
+        world=d.world,
+        fixed_shards=d.enabled and _caches_prefix(setup, model),
     )
     eval_loader = make_loader(
-        eval_features, batch_size=t.eval_batch_size, shuffle=False, seed=t.seed, collate=collate
+        eval_features[d.rank :: d.world],
+        batch_size=t.eval_batch_size,
+        shuffle=False,
+        seed=t.seed,
+        collate=collate,
     )
 
     # 2) the optimizer holds every parameter that may ever train; the policy decides when
@@ -291,12 +317,13 @@ def train(config: RunConfig, setup: Setup | None = None, resume: bool = False) -
 
     # 3) outputs: only now, after every check passed, does anything get written
     out = setup.out  # --overwrite replaces our files in place; nothing else there is touched
-    out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     latest = checkpoint.find_latest(out) if resume else None
     if resume and latest is None:
         raise UserError(f"no intact checkpoint in {out}/checkpoints; start the run again")
-    if latest is None:
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if latest is None and d.is_main:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # --overwrite: start over
         atomic_write_json(out / "run_config.json", config.to_dict())  # config.json is the model's
         metrics_path.unlink(missing_ok=True)
@@ -325,7 +352,9 @@ def train(config: RunConfig, setup: Setup | None = None, resume: bool = False) -
     position = (0, 0)
     if latest is not None:
         position = checkpoint.restore(loop, latest)
-        print(f"resumed from {latest} (step {loop.step})", file=sys.stderr)
+        if d.is_main:
+            print(f"resumed from {latest} (step {loop.step})", file=sys.stderr)
+    distributed.barrier(d)  # rank 0 has set the folder up (or trimmed it for resuming)
     previous = _on_signals(loop)
     try:
         loop.run(train_loader, *position)
@@ -345,10 +374,12 @@ def _finish(
         for name, value in loop.best_weights.items():
             params[name].copy_(value)
     trainable, total = count_params(model)
-    saved: Any = merge_lora(model) if setup.spec.lora is not None else model
-    saved.save_pretrained(out)
-    setup.loaded.tokenizer.save_pretrained(out)
     policy_state = loop.policy.state_dict()
+    main = loop.dist.is_main  # replicas are identical: rank 0 writes for all of them
+    if main:
+        saved: Any = merge_lora(model) if setup.spec.lora is not None else model
+        saved.save_pretrained(out)
+        setup.loaded.tokenizer.save_pretrained(out)
     result = {
         "status": "succeeded",
         "task": setup.data.task.name,
@@ -373,7 +404,9 @@ def _finish(
         "cache": {k: c.stats() for k, c in caches.items() if c is not None} or None,
         "model_path": setup.loaded.path,
         "config": setup.config.to_dict(),
+        "processes": loop.dist.world,
         **provenance(),
     }
-    atomic_write_json(out / "result.json", result)
+    if main:
+        atomic_write_json(out / "result.json", result)
     return result

@@ -127,6 +127,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
     )
+    from freezetune import distributed
+
+    if not distributed.current().is_main:
+        return 0  # rank 0 reports for the whole job
     print(
         f"study {spec.name}: {outcome.succeeded} of {outcome.planned} runs succeeded, "
         f"{outcome.failed} failed ({outcome.ran} run now, {outcome.skipped} skipped); "

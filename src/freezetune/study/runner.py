@@ -1,5 +1,9 @@
 """Run a study: resumable, one run at a time by default, each run in a process of its own.
 
+Launched by torchrun / accelerate launch (several processes), every run instead trains
+data-parallel in the launched processes themselves: rank 0 plans, records and reports, and
+tells the other ranks which run comes next.
+
 1) lock the study folder, 2) decide what is left to do from the stored rows (pure:
 :func:`plan_todo`), 3) run it, writing each run's start and end to ``results.sqlite`` in one
 transaction each, 4) write the report. Kill it at any moment and run the same command again: it
@@ -23,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -38,7 +42,16 @@ from freezetune.study.store import (
     start_run,
     study_lock,
 )
-from freezetune.study.worker import ERROR_FILE, load_events, read_events, train_in_child
+from freezetune.study.worker import (
+    ERROR_FILE,
+    load_events,
+    read_events,
+    train_and_record,
+    train_in_child,
+)
+
+if TYPE_CHECKING:
+    from freezetune.distributed import Dist
 
 __all__ = ["StudyOutcome", "plan_todo", "run_study", "study_folder"]
 
@@ -87,14 +100,45 @@ def _context() -> Any:
     return ctx
 
 
-def _launch(ctx: Any, run: PlannedRun, out: Path, progress: bool) -> Any:
-    shutil.rmtree(out, ignore_errors=True)  # a killed attempt leaves a partial folder
+def _run_config(run: PlannedRun, out: Path, progress: bool) -> dict[str, Any]:
     config = json.loads(json.dumps(run.config))
     config.update(out=str(out), overwrite=True)
     config["train"]["progress"] = progress
+    return config
+
+
+def _launch(ctx: Any, run: PlannedRun, out: Path, progress: bool) -> Any:
+    shutil.rmtree(out, ignore_errors=True)  # a killed attempt leaves a partial folder
+    config = _run_config(run, out, progress)
     process = ctx.Process(target=train_in_child, args=(config,), name=f"freezetune-{run.run_id}")
     process.start()
     return process
+
+
+def _execute_ranked(
+    conn: Any, todo: list[PlannedRun], folder: Path, progress: bool, d: Dist
+) -> None:
+    """Rank 0 of a distributed job: each run trains here and in every other rank at once."""
+    from freezetune import distributed
+
+    for n, run in enumerate(todo, 1):
+        if progress:
+            print(f"study run {n}/{len(todo)}: {run.strategy} seed {run.seed}", file=sys.stderr)
+        start_run(conn, run)
+        out = folder / "runs" / run.run_id
+        shutil.rmtree(out, ignore_errors=True)
+        distributed.broadcast(run, d)
+        ok = train_and_record(_run_config(run, out, progress))
+        _record(conn, run, 0 if ok else 1, out)
+    distributed.broadcast(None, d)  # no more runs
+
+
+def _follow(folder: Path, d: Dist) -> None:
+    """Any other rank: train each run rank 0 announces, until it announces none."""
+    from freezetune import distributed
+
+    while (run := distributed.broadcast(None, d)) is not None:
+        train_and_record(_run_config(run, folder / "runs" / run.run_id, False))
 
 
 def _record(conn: Any, run: PlannedRun, exitcode: int | None, out: Path) -> bool:
@@ -181,11 +225,18 @@ def run_study(
     >>> outcome.folder / "report.html"  # doctest: +SKIP
     PosixPath('runs/d/report.html')
     """
+    from freezetune import distributed
     from freezetune.errors import UserError
 
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
+    d = distributed.current()
+    if d.enabled and jobs > 1:
+        raise UserError("under torchrun every run uses all processes; drop --jobs")
     folder = study_folder(out_root, spec.name)
+    if not d.is_main:
+        _follow(folder, d)
+        return StudyOutcome(folder, len(spec.grid()), 0, 0, 0, 0, "", None)
     folder.mkdir(parents=True, exist_ok=True)
     with study_lock(folder, spec.name):
         _save_spec(folder, spec)
@@ -196,7 +247,9 @@ def run_study(
                 planned, read_rows(conn), retry_failed=retry_failed, host=socket.gethostname()
             )
             opts = {"jobs": jobs, "progress": progress, "total": len(planned)}
-            if todo:
+            if d.enabled:
+                _execute_ranked(conn, todo, folder, progress, d)
+            elif todo:
                 _execute(conn, spec, todo, folder, opts)
             rows = {row.run_id: row for row in read_rows(conn)}
         finally:

@@ -22,7 +22,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ERROR_FILE", "error_line", "load_events", "read_events", "train_in_child"]
+__all__ = [
+    "ERROR_FILE",
+    "error_line",
+    "load_events",
+    "read_events",
+    "train_and_record",
+    "train_in_child",
+]
 
 ERROR_FILE = "error.txt"
 TRACEBACK_FILE = "traceback.txt"
@@ -54,20 +61,29 @@ def error_line(err: BaseException) -> str:
     return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"
 
 
-def train_in_child(config: dict[str, Any]) -> None:
-    """Process entry point: train ``config``; on any error write it to ``<out>/error.txt``."""
-    _die_with_parent()
+def train_and_record(config: dict[str, Any]) -> bool:
+    """Train ``config``; on any error write it to ``<out>/error.txt`` (rank 0) and say False."""
+    from freezetune import distributed
     from freezetune.config import RunConfig
     from freezetune.train import train
 
     out = Path(config["out"])
     try:
         train(RunConfig.from_dict(config))
+        return True
     except Exception as err:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / TRACEBACK_FILE).write_text(traceback.format_exc(), encoding="utf-8")
-        (out / ERROR_FILE).write_text(error_line(err) + "\n", encoding="utf-8")
-        print(f"freezetune: run failed: {error_line(err)}", file=sys.stderr)
+        if distributed.current().is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / TRACEBACK_FILE).write_text(traceback.format_exc(), encoding="utf-8")
+            (out / ERROR_FILE).write_text(error_line(err) + "\n", encoding="utf-8")
+            print(f"freezetune: run failed: {error_line(err)}", file=sys.stderr)
+        return False
+
+
+def train_in_child(config: dict[str, Any]) -> None:
+    """Process entry point: train ``config``, exit 1 if it failed (see ``train_and_record``)."""
+    _die_with_parent()
+    if not train_and_record(config):
         sys.exit(1)
 
 

@@ -1,0 +1,228 @@
+"""Data-parallel training on PyTorch DDP, launched by ``torchrun`` or ``accelerate launch``.
+
+freezetune starts no processes and moves no tensors between them itself: the launcher starts
+one process per device and sets RANK / WORLD_SIZE / MASTER_ADDR; :func:`init_from_env` joins
+that process group (gloo on CPU, NCCL on GPU) and ``DistributedDataParallel`` all-reduces the
+gradients. What this module adds is what freezing needs on top of DDP:
+
+1) the trainable set changes at the same step on every rank, and the model is re-wrapped then:
+   DDP only all-reduces parameters that were trainable when it was wrapped, so a thawed
+   parameter would silently train apart on each rank (:func:`wrap`);
+2) AutoFreeze decides from gradients DDP has already averaged, and rank 0's numbers are
+   broadcast so every rank takes the same decision (:func:`broadcast`);
+3) every rank draws the same global order and takes its slice of each global batch, or, when
+   frozen-prefix caching is on, keeps a fixed shard of the data so its cache stays its own
+   (:class:`ShardedBatches`);
+4) only rank 0 writes files, logs and progress bars (:attr:`Dist.is_main`).
+
+A single process (no launcher) runs exactly the code it ran before this module existed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Sampler
+
+__all__ = [
+    "Dist",
+    "ShardedBatches",
+    "all_gather",
+    "any_rank",
+    "barrier",
+    "broadcast",
+    "current",
+    "device",
+    "init_from_env",
+    "shutdown",
+    "sum_ints",
+    "wrap",
+]
+
+TIMEOUT_ENV = "FREEZETUNE_DIST_TIMEOUT"  # seconds a collective may wait for a lost peer
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: rank ``rank`` of ``world`` (1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current() -> Dist:
+    """The process group this process has joined, or a single-process ``Dist()``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Dist()
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_from_env() -> Dist:
+    """Join the group a launcher described in the environment (WORLD_SIZE > 1), else no-op."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return current()
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "300")))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl", timeout=timeout)
+    else:
+        dist.init_process_group("gloo", timeout=timeout)
+    return current()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device(d: Dist) -> torch.device:
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", d.local_rank) if d.enabled else torch.device("cuda")
+
+
+def wrap(model: nn.Module, d: Dist) -> nn.Module:
+    """``model`` in a fresh DDP wrapper over what trains now (the model itself when alone).
+
+    Call it again whenever the trainable set changes: the wrapper's buckets are fixed at
+    construction, which also broadcasts rank 0's parameters, so replicas start level.
+    """
+    if not d.enabled or not any(p.requires_grad for p in model.parameters()):
+        return model
+    ids = [d.local_rank] if torch.cuda.is_available() else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _int_tensor(values: Sequence[int]) -> torch.Tensor:
+    on = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+    return torch.tensor(list(values), dtype=torch.long, device=on)
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank when ``flag`` is true on any (e.g. one of them got SIGTERM)."""
+    if not d.enabled:
+        return flag
+    t = _int_tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def sum_ints(values: Sequence[int], d: Dist) -> list[int]:
+    if not d.enabled:
+        return list(values)
+    t = _int_tensor(values)
+    dist.all_reduce(t)
+    return [int(v) for v in t.tolist()]
+
+
+def broadcast(obj: Any, d: Dist) -> Any:
+    """Rank 0's ``obj`` on every rank (any picklable value)."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather(obj: Any, d: Dist) -> list[Any]:
+    """Every rank's ``obj``, in rank order."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+class ShardedBatches(Sampler[list[int]]):
+    """This rank's batches: index lists whose union over ranks is one global batch.
+
+    ``order`` is the single-process sampler (its ``set_epoch`` is forwarded). By default every
+    rank walks that same order, cut into global batches of ``batch_size``, and takes slice
+    ``rank`` of each: the run sees exactly the batches a single process would (a last global
+    batch smaller than the number of ranks is dropped: some rank would get nothing).
+
+    With ``fixed_shards`` each rank instead owns a fixed ``1/world`` of the examples (drawn once
+    from ``seed``; the ``len % world`` left over sit out) and shuffles within it every epoch, so
+    the frozen-prefix states it caches in epoch 1 are the ones it needs later.
+
+    >>> from freezetune.data import EpochSampler
+    >>> batches = ShardedBatches(EpochSampler(6, shuffle=False), 4, rank=1, world=2)
+    >>> list(batches)
+    [[2, 3], [5]]
+    """
+
+    def __init__(
+        self,
+        order: Any,
+        batch_size: int,
+        rank: int,
+        world: int,
+        fixed_shards: bool = False,
+        lengths: Sequence[int] | None = None,
+    ):
+        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
+        self.local = batch_size // world
+        self.shard: list[int] = []
+        self.inner: Any = None
+        if fixed_shards:
+            from freezetune.data import EpochSampler
+
+            n = order.n - order.n % world
+            drawn = torch.randperm(order.n, generator=torch.Generator().manual_seed(order.seed))
+            self.shard = drawn[:n].tolist()[rank::world]
+            lens = [lengths[i] for i in self.shard] if lengths is not None else None
+            self.inner = EpochSampler(
+                len(self.shard),
+                order.seed,
+                order.shuffle,
+                order.group_by_length,
+                lens,
+                self.local,
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+        if self.inner is not None:
+            self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        if self.inner is not None:
+            return -(-len(self.shard) // self.local)
+        full, rest = divmod(self.order.n, self.batch_size)
+        return full + (rest >= self.world)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.inner is not None:
+            mine = [self.shard[i] for i in self.inner]
+            for start in range(0, len(mine), self.local):
+                yield mine[start : start + self.local]
+            return
+        order = list(self.order)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            if len(batch) < self.world:
+                return
+            n = len(batch)
+            yield batch[self.rank * n // self.world : (self.rank + 1) * n // self.world]

@@ -1,0 +1,234 @@
+"""Data-parallel runs (torchrun, gloo, 2 processes on this machine) against a single process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from freezetune import RunConfig, train
+from freezetune.data import EpochSampler
+from freezetune.distributed import ShardedBatches
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+STRATEGIES = ["full", "bottom:1", "gradual:steps=3", "autofreeze:n=3"]
+
+
+def torchrun(*args: str, nproc: int = 2, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FREEZETUNE_DIST_TIMEOUT": "30"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def workers(launcher: subprocess.Popen) -> list[int]:
+    """The processes torchrun started (its children), rank order unknown."""
+    found = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in found.stdout.split()]
+    assert len(pids) == 2, pids
+    return pids
+
+
+@pytest.fixture(scope="module")
+def quiet_model(tiny_bert: str, tmp_path_factory) -> str:
+    """The tiny BERT without dropout: 1 and 2 processes then draw no different random masks."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    path = tmp_path_factory.mktemp("quiet-bert")
+    shutil.copytree(tiny_bert, path, dirs_exist_ok=True)
+    config = AutoConfig.from_pretrained(path)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(path)
+    return str(path)
+
+
+def config(model: str, out: Path, freeze: str, **train_opts) -> dict:
+    return {
+        "model": {"name": model, "classifier_dropout": 0.0},
+        "freeze": freeze,
+        # 52 examples, batch 8: the last global batch (4) splits 2 + 2
+        "data": {"task": "sst2", "max_train_samples": 52, "max_eval_samples": 12, "max_length": 20},
+        "optim": {"lr": 1e-3},
+        "train": {"batch_size": 8, "epochs": 2, "progress": False, "cache": False, **train_opts},
+        "out": str(out),
+    }
+
+
+# 1) the sampler: same batches as one process, split; or fixed shards when caching
+@pytest.mark.parametrize(("n", "batch", "world"), [(52, 8, 2), (53, 8, 2), (50, 12, 4), (9, 4, 2)])
+def test_rank_slices_make_up_the_single_process_batches(n: int, batch: int, world: int) -> None:
+    for epoch in (0, 1):
+        single = EpochSampler(n, seed=3)
+        single.set_epoch(epoch)
+        order = list(single)
+        expected = [order[i : i + batch] for i in range(0, n, batch)]
+        expected = [b for b in expected if len(b) >= world]
+        ranks = []
+        for rank in range(world):
+            shards = ShardedBatches(EpochSampler(n, seed=3), batch, rank, world)
+            shards.set_epoch(epoch)
+            ranks.append(list(shards))
+            assert len(shards) == len(expected)
+        assert [
+            [i for part in parts for i in part] for parts in zip(*ranks, strict=True)
+        ] == expected
+
+
+def test_fixed_shards_keep_each_rank_on_its_own_examples() -> None:
+    n, world, lengths = 23, 2, [i % 7 + 1 for i in range(23)]
+    seen: dict[int, set[int]] = {}
+    for epoch in range(3):
+        for rank in range(world):
+            sampler = EpochSampler(n, seed=1, group_by_length=True, lengths=lengths, batch_size=8)
+            shards = ShardedBatches(sampler, 8, rank, world, fixed_shards=True, lengths=lengths)
+            shards.set_epoch(epoch)
+            mine = list(shards)
+            assert len(mine) == len(shards) == 3  # 11 examples per rank, 4 per local batch
+            assert all(len(b) <= 4 for b in mine)
+            indices = {i for batch in mine for i in batch}
+            assert seen.setdefault(rank, indices) == indices
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n - n % world
+
+
+# 2) two processes == one process (same global batch and seed), replicas bit-identical
+@pytest.fixture(scope="module")
+def two_process_runs(quiet_model: str, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    configs = [config(quiet_model, root / f"two-{i}", s) for i, s in enumerate(STRATEGIES)]
+    configs[1]["train"]["grad_accum"] = 2  # all-reduce on the second micro-batch only
+    (root / "configs.json").write_text(json.dumps(configs))
+    finish(torchrun(str(WORKER), str(root / "configs.json")))
+    return root
+
+
+@pytest.mark.parametrize("index", range(len(STRATEGIES)), ids=STRATEGIES)
+def test_two_processes_train_like_one(
+    two_process_runs: Path, quiet_model: str, tmp_path: Path, index: int
+) -> None:
+    two = two_process_runs / f"two-{index}"
+    rank0, rank1 = (load_file(two / f"rank{r}.safetensors") for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "replicas drifted apart"
+    one = RunConfig.from_dict(json.loads((two_process_runs / "configs.json").read_text())[index])
+    one = dataclasses.replace(one, out=str(tmp_path / "one"))
+    single = train(one)
+    alone = load_file(tmp_path / "one" / "model.safetensors")
+    saved = load_file(two / "model.safetensors")  # written once, by rank 0
+    for name, value in alone.items():
+        torch.testing.assert_close(saved[name], value, atol=2e-5, rtol=1e-4)
+    result = json.loads((two / "result.json").read_text())
+    assert result["processes"] == 2
+    assert [e["units_frozen"] for e in result["freeze_timeline"]] == [
+        e["units_frozen"] for e in single["freeze_timeline"]
+    ]
+    if STRATEGIES[index].startswith(("gradual", "autofreeze")):  # a thaw / a freeze mid-run
+        assert len({e["units_frozen"] for e in result["freeze_timeline"]}) > 1
+    assert result["final"]["accuracy"] == single["final"]["accuracy"]
+
+
+# 3) the command line under torchrun: one writer, per-rank caches, resume on 1 process
+def test_torchrun_cli_caches_per_rank_and_writes_once(quiet_model: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["-m", "freezetune", "train", "--model", quiet_model, "--freeze", "bottom:2"]
+    argv += ["--max-train-samples", "48", "--max-eval-samples", "12", "--batch-size", "8"]
+    argv += ["--epochs", "2", "--no-progress", "--out", str(out)]
+    stdout, _ = finish(torchrun(*argv))
+    assert stdout.count("done: best") == 1
+    result = json.loads((out / "result.json").read_text())
+    assert result["processes"] == 2
+    # each rank keeps 24 of the 48 examples: epoch 1 fills 6 local batches, epoch 2 hits them
+    assert (result["cache"]["train"]["hits"], result["cache"]["train"]["misses"]) == (6, 6)
+    assert len(list((out / "cache").glob("*"))) == 0  # in RAM, nothing spilled
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("eval") == 2  # logged by rank 0 only
+
+
+def test_distributed_checkpoint_resumes_on_one_process(quiet_model: str, tmp_path: Path) -> None:
+    spec = "gradual:steps=4"
+    argv = ["-m", "freezetune", "train", "--model", quiet_model, "--freeze", spec]
+    argv += ["--max-train-samples", "200", "--max-eval-samples", "12", "--batch-size", "8"]
+    argv += ["--max-length", "20", "--lr", "1e-3", "--no-cache", "--epochs", "2"]
+    argv += ["--save-every", "1", "--no-progress", "model.classifier_dropout=0"]  # 50 steps
+    proc = torchrun(*argv, "--out", str(tmp_path / "split"))
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "split" / "checkpoints").glob("step-0000000[1-9]*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    for pid in [*workers(proc), proc.pid]:  # both ranks and the launcher, after step 10 or so
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "split" / "result.json").exists(), "finished before the kill"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "freezetune", "train", "--resume", str(tmp_path / "split")],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    single = subprocess.run(
+        [sys.executable, *argv, "--out", str(tmp_path / "single")], capture_output=True, text=True
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    a = load_file(tmp_path / "split" / "model.safetensors")
+    b = load_file(tmp_path / "single" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4)
+
+
+# 4) a lost rank ends the job with an error, not a hang
+def test_killed_rank_ends_the_job(quiet_model: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["-m", "freezetune", "train", "--model", quiet_model, "--freeze", "full"]
+    argv += ["--max-train-samples", "2000", "--batch-size", "8", "--epochs", "5"]
+    argv += ["--save-every", "2", "--no-progress", "--out", str(out)]
+    proc = torchrun(*argv)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("step-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    os.kill(workers(proc)[1], signal.SIGKILL)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 60, "the surviving rank hung"
+    assert "Signal 9" in err or "SIGKILL" in err or "lost a process" in err, err[-2000:]
+    assert not (out / "result.json").exists()
+
+
+def test_study_under_torchrun_trains_each_run_on_both_ranks(tiny_bert: str, tmp_path: Path) -> None:
+    argv = ["-m", "freezetune", "study", "--name", "ddp", "--strategies", "full,bottom:2"]
+    argv += ["--model", tiny_bert, "--max-train-samples", "32", "--max-eval-samples", "8"]
+    argv += ["--epochs", "1", "--batch-size", "8", "--out-root", str(tmp_path), "--no-progress"]
+    stdout, _ = finish(torchrun(*argv))
+    assert stdout.count("study ddp: 2 of 2 runs succeeded") == 1
+    results = [json.loads(p.read_text()) for p in (tmp_path / "ddp" / "runs").glob("*/result.json")]
+    assert sorted(r["freeze"] for r in results) == ["bottom:2", "full"]
+    assert all(r["processes"] == 2 for r in results)
+    assert (tmp_path / "ddp" / "report.html").is_file()
