@@ -59,11 +59,21 @@ def newest_step(out: Path) -> int:
     return max((int(p.name[5:]) for p in (out / "checkpoints").glob("step-*")), default=-1)
 
 
-def same(a: Path, b: Path) -> bool:
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+def equal_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_file(a), load_file(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def compare(a: Path, b: Path) -> dict[str, bool]:
+    """Saved (best) weights, last weights (the final step's checkpoint) and final metrics."""
     ra, rb = (json.loads((p / "result.json").read_text()) for p in (a, b))
     untimed = [{k: v for k, v in r["final"].items() if not k.endswith("time_s")} for r in (ra, rb)]
-    return all(torch.equal(wa[k], wb[k]) for k in wa) and untimed[0] == untimed[1]
+    last = f"checkpoints/step-{ra['steps']:09d}/model.safetensors"
+    return {
+        "best": equal_weights(a / "model.safetensors", b / "model.safetensors"),
+        "last": equal_weights(a / last, b / last),
+        "metrics": untimed[0] == untimed[1],
+    }
 
 
 def main() -> None:
@@ -76,8 +86,11 @@ def main() -> None:
     model = str(save_tiny_model(root / "tiny"))
     for spec in SPECS:
         freezetune("train", "--model", model, "--freeze", spec, *ARGS, "--out", str(root / spec))
-    print("| trial | --freeze | killed after checkpoint of step | bit-identical after resume |")
-    print("|---|---|---|---|")
+    print(
+        "| trial | --freeze | killed after checkpoint of step | saved (best) weights identical "
+        "| last weights identical | final metrics identical |"
+    )
+    print("|---|---|---|---|---|---|")
     passed = 0
     for trial in range(args.trials):
         spec, target = SPECS[trial % len(SPECS)], rng.randint(1, 34)
@@ -92,9 +105,10 @@ def main() -> None:
         killed_at = newest_step(out)
         assert not (out / "result.json").exists(), "the run finished before the kill"
         freezetune("train", "--resume", str(out), "--no-progress")
-        ok = same(root / spec, out)
-        passed += ok
-        print(f"| {trial} | {spec} | {killed_at} | {'yes' if ok else 'NO'} |", flush=True)
+        checks = compare(root / spec, out)
+        passed += all(checks.values())
+        marks = " | ".join("yes" if v else "NO" for v in checks.values())
+        print(f"| {trial} | {spec} | {killed_at} | {marks} |", flush=True)
     print(f"\n{passed} of {args.trials} killed runs resumed bit-identically")
 
 

@@ -155,7 +155,10 @@ def test_albert_is_refused_with_a_reason():
     assert "shares weights" in check_cacheable(model, split_units(model))
 
 
-def run(tiny_bert, tmp_path, freeze, cache, epochs=3):
+TIMES = ("train_time_s", "wall_time_s")
+
+
+def run(tiny_bert, tmp_path, freeze, cache, epochs=3, name="", **train_opts):
     return train(
         RunConfig.from_dict(
             {
@@ -166,10 +169,16 @@ def run(tiny_bert, tmp_path, freeze, cache, epochs=3):
                     "max_eval_samples": 16,
                     "max_length": 24,
                 },
-                "train": {"epochs": epochs, "batch_size": 16, "progress": False, "cache": cache},
+                "train": {
+                    "epochs": epochs,
+                    "batch_size": 16,
+                    "progress": False,
+                    "cache": cache,
+                    **train_opts,
+                },
                 "optim": {"lr": 1e-3},
                 "freeze": freeze,
-                "out": str(tmp_path / f"{freeze}-{cache}".replace(":", "")),
+                "out": str(tmp_path / f"{name}{freeze}-{cache}".replace(":", "")),
             }
         )
     )
@@ -183,6 +192,17 @@ def test_cached_training_matches_uncached_training(tiny_bert, tmp_path, freeze):
     assert cached["cache"]["train"]["hits"] > 0 and plain["cache"] is None
     for key in ("accuracy", "loss"):
         assert cached["final"][key] == pytest.approx(plain["final"][key], abs=1e-4)
+
+
+def test_spilled_cache_trains_like_ram_and_is_removed_after(tiny_bert, tmp_path):
+    ram = run(tiny_bert, tmp_path, "bottom:2", True)
+    shared = tmp_path / "shared-cache"  # e.g. set once in a study's base config
+    spilled = run(
+        tiny_bert, tmp_path, "bottom:2", True, name="spill-", cache_budget_mb=0, cache_dir=shared
+    )
+    assert spilled["cache"]["train"]["file"].startswith(str(shared / "spill-bottom2-True-"))
+    assert spilled["final"] == {**ram["final"], **{k: spilled["final"][k] for k in TIMES}}
+    assert not any(shared.rglob("*.npy")), "the spilled cache outlived its run"
 
 
 def test_advancing_keeps_each_module_in_its_mode():

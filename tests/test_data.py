@@ -282,6 +282,15 @@ def test_bad_csv_files(tmp_path: Path, train: str, match: str) -> None:
         own(tmp_path, train, "text,label\nc,1\n")
 
 
+def test_huge_field_and_runaway_quote_name_the_line(tmp_path: Path) -> None:
+    huge = "x" * 200_000
+    with raises(r"train\.csv line 3 could not be parsed \(field larger than field limit"):
+        own(tmp_path, f"text,label\na,1\n{huge},0\n", "text,label\nc,1\n")
+    runaway = 'text,label\na,1\n"b,0\nc,1\nd,0\n'  # the quote swallows the rest of the file
+    with raises(r"train\.csv line \d+ has 1 fields but the header has 2"):
+        own(tmp_path, runaway, "text,label\nc,1\n")
+
+
 def test_not_utf8(tmp_path: Path) -> None:
     train = write(tmp_path / "train.csv", "text,label\ncaf\u00e9,1\nb,0\n", encoding="latin-1")
     dev = write(tmp_path / "dev.csv", "text,label\nc,1\n")

@@ -161,7 +161,7 @@ def test_torchrun_cli_caches_per_rank_and_writes_once(quiet_model: str, tmp_path
     argv += ["--max-train-samples", "48", "--max-eval-samples", "12", "--batch-size", "8"]
     argv += ["--epochs", "2", "--no-progress", "--out", str(out)]
     stdout, _ = finish(torchrun(*argv))
-    assert stdout.count("done: best") == 1
+    assert stdout.count("done: best") == 1 and stdout.count("cache (train)") == 1
     result = json.loads((out / "result.json").read_text())
     assert result["processes"] == 2
     # each rank keeps 24 of the 48 examples: epoch 1 fills 6 local batches, epoch 2 hits them
@@ -200,6 +200,29 @@ def test_distributed_checkpoint_resumes_on_one_process(quiet_model: str, tmp_pat
     b = load_file(tmp_path / "single" / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4)
+
+
+def test_distributed_resume_is_exact_with_dropout(tiny_bert: str, tmp_path: Path) -> None:
+    """Killed and resumed on 2 processes == uninterrupted on 2: each rank gets its own RNG."""
+    argv = ["-m", "freezetune", "train", "--model", tiny_bert, "--freeze", "autofreeze:n=4"]
+    argv += ["--max-train-samples", "200", "--max-eval-samples", "12", "--batch-size", "8"]
+    argv += ["--max-length", "20", "--lr", "1e-3", "--epochs", "2", "--save-every", "1"]
+    argv += ["--no-progress"]
+    finish(torchrun(*argv, "--out", str(tmp_path / "whole")))
+    proc = torchrun(*argv, "--out", str(tmp_path / "split"))
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "split" / "checkpoints").glob("step-0000000[1-9]*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    for pid in [*workers(proc), proc.pid]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "split" / "result.json").exists(), "finished before the kill"
+    finish(torchrun("-m", "freezetune", "train", "--resume", str(tmp_path / "split")))
+    last = f"checkpoints/step-{50:09d}/model.safetensors"
+    for name in ("model.safetensors", last):
+        a, b = (load_file(tmp_path / run / name) for run in ("whole", "split"))
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
 
 
 # 4) a lost rank ends the job with an error, not a hang

@@ -136,7 +136,7 @@ class PrefixCache:
         size_mb = sum(lengths) * hidden * torch_dtype.itemsize / 2**20
         self.path = spill if spill is not None and size_mb > budget_mb else None
         self.store = ActivationCache(lengths, hidden, torch_dtype, self.path)
-        self.advance_time = 0.0
+        self.advance_time = self.store_time = 0.0  # seconds spent building the cache
         self.as_tuple = units.family in TUPLE_OUTPUT
         self.hits = self.misses = 0
 
@@ -185,6 +185,14 @@ class PrefixCache:
             return
         self._advance(level)
 
+    def close(self) -> None:
+        """Free the stored states; delete the spilled file (and its folder, once empty)."""
+        self.store = ActivationCache([], 1, self.store.dtype, None)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
+
     def stats(self) -> dict[str, Any]:
         return {
             "bytes": self.store.nbytes,
@@ -192,6 +200,7 @@ class PrefixCache:
             "hits": self.hits,
             "misses": self.misses,
             "level": self.store.level,
+            "store_time_s": round(self.store_time, 3),
             "advance_time_s": round(self.advance_time, 3),
         }
 
@@ -230,6 +239,11 @@ class PrefixCache:
                 handle.remove()
         raise AssertionError("the capture hook did not fire")
 
+    def _store(self, index: torch.Tensor, hidden: torch.Tensor) -> None:
+        started = time.perf_counter()
+        self.store.store(index, hidden)
+        self.store_time += time.perf_counter() - started
+
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -246,7 +260,7 @@ class PrefixCache:
             with self._start_at(level, hidden):
                 return self.runner(**batch)
         self.misses += 1
-        handle = self._hook(level, lambda h: self.store.store(index, h))
+        handle = self._hook(level, lambda h: self._store(index, h))
         try:
             return self.runner(**batch)
         finally:

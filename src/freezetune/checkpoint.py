@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from freezetune.errors import UserError
 
-__all__ = ["find_latest", "restore", "save", "step_folder"]
+__all__ = ["find_latest", "restore", "rng_state", "save", "step_folder"]
 
 PREFIX = "step-"
 
@@ -42,7 +42,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     numpy_state: Any = np.random.get_state()
     kind, keys, pos, has_gauss, gauss = numpy_state
     return {
@@ -62,7 +62,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_files(loop: Any, folder: Path, epoch: int, batch: int) -> None:
+def _write_files(loop: Any, folder: Path, epoch: int, batch: int, rngs: list | None) -> None:
     params = dict(loop.model.named_parameters())
     save_file(_tensors(params), folder / "model.safetensors")
     save_file(_tensors(loop.best_weights), folder / "best.safetensors")
@@ -100,7 +100,8 @@ def _write_files(loop: Any, folder: Path, epoch: int, batch: int) -> None:
         },
         "policy": loop.policy.state_dict(),
         "optimizer": loop.optimizer.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng_state(),
+        "rng_ranks": rngs or [],  # under DDP: every rank's, so each resumes its own stream
         "metrics_bytes": Path(loop.metrics_path).stat().st_size,
         "caches": caches,
     }
@@ -112,10 +113,11 @@ def step_folder(loop: Any) -> Path:
     return Path(loop.metrics_path).parent / "checkpoints" / f"{PREFIX}{loop.step:09d}"
 
 
-def save(loop: Any, epoch: int, batch: int, keep: int) -> Path:
+def save(loop: Any, epoch: int, batch: int, keep: int, rngs: list | None = None) -> Path:
     """Write a checkpoint atomically; keep the newest ``keep``; return its folder.
 
-    ``(epoch, batch)`` is where training continues: the next batch index of that epoch.
+    ``(epoch, batch)`` is where training continues: the next batch index of that epoch;
+    ``rngs`` holds each rank's RNG state (``rng_state()``) in a distributed run.
     """
     final = step_folder(loop)
     root = final.parent
@@ -124,7 +126,7 @@ def save(loop: Any, epoch: int, batch: int, keep: int) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        _write_files(loop, tmp, epoch, batch)
+        _write_files(loop, tmp, epoch, batch, rngs)
         manifest = {
             p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())
         }
@@ -204,5 +206,7 @@ def restore(loop: Any, folder: Path) -> tuple[int, int]:
     if loop.dist.is_main:
         with open(loop.metrics_path, "r+b") as f:  # drop what the killed run logged after it
             f.truncate(state["metrics_bytes"])
-    _set_rng_state(state["rng"])
+    ranks = state.get("rng_ranks") or []
+    same_world = len(ranks) == loop.dist.world  # else: rank 0's stream (exact only alone)
+    _set_rng_state(ranks[loop.dist.rank] if same_world else state["rng"])
     return state["epoch"], state["batch"]

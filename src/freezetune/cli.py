@@ -201,6 +201,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"wall time {result['wall_time_s']:.1f}s, {result['train_examples_per_s']:.1f} train "
         f"examples/s; model and result.json in {config.out}"
     )
+    for split, c in (result["cache"] or {}).items():
+        if c["hits"] + c["misses"]:
+            where = f"file {c['file']}" if c["file"] else "RAM"
+            print(
+                f"cache ({split}): {c['bytes'] / 2**20:.1f} MiB in {where}, "
+                f"{c['store_time_s'] + c['advance_time_s']:.1f}s to store and advance; "
+                f"{c['hits']} batches read from it, {c['misses']} computed"
+            )
     return 0
 
 

@@ -166,15 +166,21 @@ def _read_delimited(
             raise UserError(f"{path} is empty; give a file with a header line and data rows")
         if len(set(header)) != len(header):
             raise UserError(f"{path} has duplicate column names ({', '.join(header)}); rename them")
-        for fields in reader:
-            if not fields:
-                continue  # blank line
-            if len(fields) != len(header):
-                raise UserError(
-                    f"{path} line {reader.line_num} has {len(fields)} fields but the header has "
-                    f"{len(header)}; fix the quoting or delimiters on that line"
-                )
-            rows.append((reader.line_num, dict(zip(header, fields, strict=True))))
+        try:
+            for fields in reader:
+                if not fields:
+                    continue  # blank line
+                if len(fields) != len(header):
+                    raise UserError(
+                        f"{path} line {reader.line_num} has {len(fields)} fields but the header "
+                        f"has {len(header)}; fix the quoting or delimiters on that line"
+                    )
+                rows.append((reader.line_num, dict(zip(header, fields, strict=True))))
+        except csv.Error as err:  # e.g. a field over csv's size limit: a runaway quote
+            raise UserError(
+                f"{path} line {reader.line_num} could not be parsed ({err}); look for an "
+                "unclosed quote there, or shorten the text"
+            ) from None
     if not rows:
         raise UserError(f"{path} has no data rows (only a header or blank lines); add examples")
     return _Table(str(path), header, rows)

@@ -8,6 +8,7 @@ metrics and a provenance-stamped result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -163,12 +164,12 @@ def build_optimizer(setup: Setup, model: nn.Module) -> torch.optim.Optimizer:
         )
         group["params"].append(param)
         group["names"].append(name)
-    return torch.optim.AdamW(
-        [groups[k] for k in sorted(groups)],
-        lr=o.lr,
-        betas=(o.adam_beta1, o.adam_beta2),
-        eps=o.adam_eps,
-    )
+    params = [groups[k] for k in sorted(groups)]
+    settings = {"lr": o.lr, "betas": (o.adam_beta1, o.adam_beta2), "eps": o.adam_eps}
+    try:  # one fused kernel over all tensors (CPU too since torch 2.4): what Trainer uses
+        return torch.optim.AdamW(params, **settings, fused=True)
+    except (RuntimeError, TypeError):  # an older torch or an unsupported device
+        return torch.optim.AdamW(params, **settings)
 
 
 @torch.no_grad()
@@ -211,7 +212,10 @@ def make_caches(
         if t.cache and d.is_main:
             print(f"caching off: {reason}", file=sys.stderr)
         return dict.fromkeys(splits)
-    folder = Path(t.cache_dir) if t.cache_dir else setup.out / "cache"
+    folder = setup.out / "cache"
+    if t.cache_dir:  # may be shared (a study's base config): one subfolder per run
+        digest = hashlib.sha256(str(setup.out.resolve()).encode()).hexdigest()[:12]
+        folder = Path(t.cache_dir) / f"{setup.out.name}-{digest}"
     rank = f"-rank{d.rank}" if d.enabled else ""  # each rank caches its own shard
     return {
         name: PrefixCache(
@@ -409,4 +413,7 @@ def _finish(
     }
     if main:
         atomic_write_json(out / "result.json", result)
+    for cache in caches.values():
+        if cache is not None:
+            cache.close()  # a spilled cache's file can be gigabytes: the run is done with it
     return result
