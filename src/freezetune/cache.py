@@ -80,18 +80,22 @@ class ActivationCache:
     def has(self, index: torch.Tensor) -> bool:
         return bool(self.filled[index].all())
 
+    def _rows(self, index: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat rows of the real tokens, their [batch, width] mask) for padded examples."""
+        position = torch.arange(width)
+        real = position[None, :] < self.lengths[index][:, None]
+        return (self.offsets[index][:, None] + position[None, :])[real], real
+
     def store(self, index: torch.Tensor, hidden: torch.Tensor) -> None:
         hidden = hidden.detach().to("cpu", self.dtype)
-        for row, i in enumerate(index.tolist()):
-            start, n = int(self.offsets[i]), int(self.lengths[i])
-            self.data[start : start + n] = hidden[row, :n]
-            self.filled[i] = True
+        rows, real = self._rows(index, hidden.shape[1])
+        self.data[rows] = hidden[real]  # one scatter for the whole batch, padding left out
+        self.filled[index] = True
 
     def gather(self, index: torch.Tensor, width: int) -> torch.Tensor:
+        rows, real = self._rows(index, width)
         out = torch.zeros((len(index), width, self.data.shape[1]), dtype=torch.float32)
-        for row, i in enumerate(index.tolist()):
-            start, n = int(self.offsets[i]), int(self.lengths[i])
-            out[row, :n] = self.data[start : start + n].float()
+        out[real] = self.data[rows].float()
         return out
 
 

@@ -609,6 +609,7 @@ def make_loader(
             batch_sampler=shards,
             collate_fn=collate,
             num_workers=0,
+            generator=torch.Generator().manual_seed(seed),  # or it draws from the global RNG
         )
     return DataLoader(
         cast("Dataset[Feature]", features),

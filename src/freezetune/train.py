@@ -164,12 +164,11 @@ def build_optimizer(setup: Setup, model: nn.Module) -> torch.optim.Optimizer:
         )
         group["params"].append(param)
         group["names"].append(name)
-    params = [groups[k] for k in sorted(groups)]
-    settings = {"lr": o.lr, "betas": (o.adam_beta1, o.adam_beta2), "eps": o.adam_eps}
+    params, betas = [groups[k] for k in sorted(groups)], (o.adam_beta1, o.adam_beta2)
     try:  # one fused kernel over all tensors (CPU too since torch 2.4): what Trainer uses
-        return torch.optim.AdamW(params, **settings, fused=True)
+        return torch.optim.AdamW(params, lr=o.lr, betas=betas, eps=o.adam_eps, fused=True)
     except (RuntimeError, TypeError):  # an older torch or an unsupported device
-        return torch.optim.AdamW(params, **settings)
+        return torch.optim.AdamW(params, lr=o.lr, betas=betas, eps=o.adam_eps)
 
 
 @torch.no_grad()
