@@ -125,6 +125,9 @@ def two_process_runs(quiet_model: str, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     configs = [config(quiet_model, root / f"two-{i}", s) for i, s in enumerate(STRATEGIES)]
     configs[1]["train"]["grad_accum"] = 2  # all-reduce on the second micro-batch only
+    one_dev = config(quiet_model, root / "one-dev-example", "full")
+    one_dev["data"]["max_eval_samples"] = 1  # rank 1 scores nothing
+    configs.append(one_dev)
     (root / "configs.json").write_text(json.dumps(configs))
     finish(torchrun(str(WORKER), str(root / "configs.json")))
     return root
@@ -152,6 +155,11 @@ def test_two_processes_train_like_one(
     if STRATEGIES[index].startswith(("gradual", "autofreeze")):  # a thaw / a freeze mid-run
         assert len({e["units_frozen"] for e in result["freeze_timeline"]}) > 1
     assert result["final"]["accuracy"] == single["final"]["accuracy"]
+
+
+def test_a_rank_without_dev_examples_still_pools_the_scores(two_process_runs: Path) -> None:
+    result = json.loads((two_process_runs / "one-dev-example" / "result.json").read_text())
+    assert result["final"]["accuracy"] in (0.0, 1.0)
 
 
 # 3) the command line under torchrun: one writer, per-rank caches, resume on 1 process

@@ -103,6 +103,8 @@ def _write_files(loop: Any, folder: Path, epoch: int, batch: int, rngs: list | N
         "rng": rng_state(),
         "rng_ranks": rngs or [],  # under DDP: every rank's, so each resumes its own stream
         "metrics_bytes": Path(loop.metrics_path).stat().st_size,
+        "world": loop.dist.world,
+        "steps_per_epoch": loop.steps_per_epoch,
         "caches": caches,
     }
     torch.save(state, folder / "state.pt")
@@ -206,6 +208,14 @@ def restore(loop: Any, folder: Path) -> tuple[int, int]:
     if loop.dist.is_main:
         with open(loop.metrics_path, "r+b") as f:  # drop what the killed run logged after it
             f.truncate(state["metrics_bytes"])
+    written, spe = state.get("world", 1), state.get("steps_per_epoch", loop.steps_per_epoch)
+    if loop.dist.is_main and (written != loop.dist.world or spe != loop.steps_per_epoch):
+        print(
+            f"note: {folder.name} was written by {written} process(es) and resumes on "
+            f"{loop.dist.world}; steps per epoch {spe} -> {loop.steps_per_epoch}; with prefix "
+            "caching each process owns a shard, so the rest of this epoch's order differs",
+            file=sys.stderr,
+        )
     ranks = state.get("rng_ranks") or []
     same_world = len(ranks) == loop.dist.world  # else: rank 0's stream (exact only alone)
     _set_rng_state(ranks[loop.dist.rank] if same_world else state["rng"])

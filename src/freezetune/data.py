@@ -588,8 +588,8 @@ def make_loader(
 
     Alone (``world == 1``) its sampler is an `EpochSampler` (loader.sampler); as rank ``rank``
     of ``world`` it yields this rank's slice of each global batch of ``batch_size``
-    (`freezetune.distributed.ShardedBatches`, loader.batch_sampler). Call `set_epoch` on
-    whichever has it (`set_epoch(loader, epoch)`).
+    (`freezetune.distributed.ShardedBatches`, loader.batch_sampler; ``drop_last`` does not
+    apply there). Call `set_epoch` on whichever has it (`set_epoch(loader, epoch)`).
 
     >>> loader = make_loader(
     ...     features, batch_size=32, shuffle=True, seed=0, collate=Collator(0)

@@ -15,7 +15,8 @@ gradients. What this module adds is what freezing needs on top of DDP:
    (:class:`ShardedBatches`);
 4) only rank 0 writes files, logs and progress bars (:attr:`Dist.is_main`).
 
-A single process (no launcher) runs exactly the code it ran before this module existed.
+A single process (no launcher) takes none of these paths: no wrapper, no collectives, the
+plain sampler.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def init_from_env() -> Dist:
     """Join the group a launcher described in the environment (WORLD_SIZE > 1), else no-op."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return current()
-    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "300")))
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl", timeout=timeout)

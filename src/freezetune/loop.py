@@ -216,12 +216,6 @@ class Loop:
         cfg = self.setup.config
         batch = {k: v.to(self.device) for k, v in batch.items()}
         n = len(batch["labels"])
-        # DDP averages over ranks; weigh each rank's mean loss by its share of the global batch
-        # so that an uneven last batch counts every example once, as in a single process
-        scale = 1.0
-        if self.dist.enabled:
-            total = distributed.sum_ints([n], self.dist)[0]
-            scale, n = self.dist.world * n / total, total
         quiet: Any = contextlib.nullcontext()
         if not sync and isinstance(self.runner, DistributedDataParallel):
             quiet = self.runner.no_sync()  # accumulate locally; all-reduce on the last one
@@ -229,23 +223,25 @@ class Loop:
             with autocast(cfg.train.bf16, self.device):
                 out = forward(self.runner, self.cache, batch, self.frozen_prefix or 0)
                 loss = out.loss / cfg.train.grad_accum
-            finite = bool(torch.isfinite(loss))
-            if self.dist.enabled:  # one rank's bad batch stops (or is skipped by) all of them
-                finite = not distributed.any_rank(not finite, self.dist)
-            if not finite:
-                if cfg.train.skip_nonfinite:
-                    self.log({"event": "skipped", "step": self.step})
-                    if self.dist.enabled:  # DDP waits for a backward that never comes: renew
-                        self.runner = distributed.wrap(self.model, self.dist)
-                        if self.cache is not None:
-                            self.cache.runner = self.runner
-                    return 0.0
-                raise UserError(
-                    f"loss became {loss.item()} at step {self.step}; the last checkpoint (if any) "
-                    "is kept; lower --lr, turn off --bf16, or pass --skip-nonfinite"
-                )
+            bad, total = int(not torch.isfinite(loss)), n
+            if self.dist.enabled:  # one collective: the global batch size, and any bad loss
+                total, bad = distributed.sum_ints([n, bad], self.dist)
+            if bad:
+                if not cfg.train.skip_nonfinite:
+                    value = loss.item() if not torch.isfinite(loss) else "non-finite elsewhere"
+                    raise UserError(
+                        f"loss became {value} at step {self.step}; the last checkpoint "
+                        "(if any) is kept; lower --lr, turn off --bf16, or pass --skip-nonfinite"
+                    )
+                self.log({"event": "skipped", "step": self.step})
+                if self.dist.enabled:  # this window's gradients may never be all-reduced now:
+                    self.optimizer.zero_grad(set_to_none=True)  # every rank drops all of them
+                return 0.0
+            # DDP averages over ranks: weigh each rank's mean loss by its share of the global
+            # batch, so that an uneven last batch counts every example once, as one process does
+            scale = self.dist.world * n / total
             (loss * scale).backward() if scale != 1.0 else loss.backward()
-        self.examples += n
+        self.examples += total
         return loss.item()
 
     def _optimizer_step(self) -> None:

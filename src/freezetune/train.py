@@ -190,12 +190,11 @@ def evaluate_model(
         logits.append(out.logits.float().cpu())
         labels.append(batch["labels"].cpu())
         losses.append(out.loss.item() * len(batch["labels"]))
-    # under DDP each rank scored its shard of the dev set: pool them, so all ranks agree
-    shards = distributed.all_gather(
-        (torch.cat(logits), torch.cat(labels), sum(losses)), distributed.current()
-    )
-    preds = torch.cat([s[0] for s in shards]).numpy()
-    gold = torch.cat([s[1] for s in shards]).numpy()
+    # under DDP each rank scored its shard of the dev set (maybe none): pool them in rank
+    # order, so that every rank computes the same metrics
+    shards = distributed.all_gather((logits, labels, sum(losses)), distributed.current())
+    preds = torch.cat([t for s in shards for t in s[0]]).numpy()
+    gold = torch.cat([t for s in shards for t in s[1]]).numpy()
     metrics = compute_metrics(setup.data.task, preds, gold)
     metrics["loss"] = float(sum(s[2] for s in shards) / len(gold))
     return metrics
@@ -223,7 +222,7 @@ def make_caches(
             [len(f["input_ids"]) for f in features],
             t.cache_dtype,
             spill=folder / f"{name}{rank}.npy",
-            budget_mb=t.cache_budget_mb,
+            budget_mb=t.cache_budget_mb * d.world,  # a rank fills only its share of it
         )
         for name, features in splits.items()
     }

@@ -120,6 +120,7 @@ def _execute_ranked(
 ) -> None:
     """Rank 0 of a distributed job: each run trains here and in every other rank at once."""
     from freezetune import distributed
+    from freezetune.loop import Interrupted
 
     for n, run in enumerate(todo, 1):
         if progress:
@@ -128,8 +129,13 @@ def _execute_ranked(
         out = folder / "runs" / run.run_id
         shutil.rmtree(out, ignore_errors=True)
         distributed.broadcast(run, d)
-        ok = train_and_record(_run_config(run, out, progress))
-        _record(conn, run, 0 if ok else 1, out)
+        try:  # under DDP a failed run raises: its peers may be stuck mid-collective
+            train_and_record(_run_config(run, out, progress))
+        except Exception as err:
+            if not isinstance(err, Interrupted):  # interrupted: left to resume next time
+                _record(conn, run, 1, out)
+            raise
+        _record(conn, run, 0, out)
     distributed.broadcast(None, d)  # no more runs
 
 

@@ -65,18 +65,23 @@ def train_and_record(config: dict[str, Any]) -> bool:
     """Train ``config``; on any error write it to ``<out>/error.txt`` (rank 0) and say False."""
     from freezetune import distributed
     from freezetune.config import RunConfig
+    from freezetune.loop import Interrupted
     from freezetune.train import train
 
-    out = Path(config["out"])
+    out, d = Path(config["out"]), distributed.current()
     try:
         train(RunConfig.from_dict(config))
         return True
+    except Interrupted:
+        raise  # Ctrl-C / SIGTERM: the study stops here (and resumes this run later)
     except Exception as err:
-        if distributed.current().is_main:
+        if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / TRACEBACK_FILE).write_text(traceback.format_exc(), encoding="utf-8")
             (out / ERROR_FILE).write_text(error_line(err) + "\n", encoding="utf-8")
             print(f"freezetune: run failed: {error_line(err)}", file=sys.stderr)
+        if d.enabled:  # the other ranks may be mid-collective: end the job, not just the run
+            raise
         return False
 
 
