@@ -132,12 +132,27 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="output folder (default runs/train)")
     g.add_argument("--overwrite", action="store_true", default=None)
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="override any config field, e.g. optim.lr=3e-4",
-    )
+    add_overrides(p, "config field, e.g. optim.lr=3e-4")
+
+
+def add_overrides(p: argparse.ArgumentParser, what: str) -> None:
+    """The trailing ``section.key=value`` arguments (``freezetune train`` and ``study``)."""
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help=f"override any {what}")
+
+
+def apply_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Set every run-config flag given on the command line in its section of ``data``."""
+    for flag, (section, key) in FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if section is None:
+            data[key] = value
+            continue
+        if not isinstance(data.setdefault(section, {}), dict):
+            raise UserError(f"config section {section} must be a mapping of keys to values")
+        data[section][key] = value
+    return data
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,18 +176,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """Defaults < --config YAML < flags < key=value overrides -> validated RunConfig."""
     from freezetune.config import RunConfig, apply_overrides, load_yaml
 
-    data: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    for flag, (section, key) in FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        if section is None:
-            data[key] = value
-        else:
-            data.setdefault(section, {})
-            if not isinstance(data[section], dict):
-                raise UserError(f"config section {section} must be a mapping")
-            data[section][key] = value
+    data = apply_flags(load_yaml(args.config) if args.config else {}, args)
     if getattr(args, "no_progress", False):
         data.setdefault("train", {})["progress"] = False
     if getattr(args, "no_cache", False):

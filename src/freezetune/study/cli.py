@@ -52,12 +52,9 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retry-failed", action="store_true", help="rerun failed runs too")
     g.add_argument("--out-root", default="runs", help="studies live in OUT_ROOT/NAME (runs)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="override any base run config field, e.g. optim.weight_decay=0",
-    )
+    from freezetune.cli import add_overrides
+
+    add_overrides(p, "base run config field, e.g. optim.weight_decay=0")
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
@@ -65,23 +62,14 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _base(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from freezetune.cli import FLAGS
+    from freezetune.cli import apply_flags
     from freezetune.config import apply_overrides
 
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise UserError("study base must be a mapping of run config sections")
     base = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for flag, _, _ in RUN_FLAGS:
-        dest = flag[2:].replace("-", "_")
-        value = getattr(args, dest, None)
-        if value is not None:
-            section, key = FLAGS[dest]
-            assert section is not None  # study flags are all inside a section
-            if not isinstance(base.setdefault(section, {}), dict):
-                raise UserError(f"study base: {section} must be a mapping of keys to values")
-            base[section][key] = value
-    return apply_overrides(base, args.overrides or [])
+    return apply_overrides(apply_flags(base, args), args.overrides or [])
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
