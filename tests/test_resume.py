@@ -15,29 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import TINY_RUN_ARGS
 from freezetune import RunConfig, train
 from freezetune.cli import main
 from freezetune.errors import UserError
 
-ARGS = [
-    "--max-train-samples",
-    "96",
-    "--max-eval-samples",
-    "16",
-    "--max-length",
-    "24",
-    "--epochs",
-    "3",
-    "--batch-size",
-    "8",
-    "--lr",
-    "1e-3",
-    "--save-every",
-    "1",
-    "--keep-checkpoints",
-    "2",
-    "--no-progress",
-]
+ARGS = TINY_RUN_ARGS
 
 
 def cli(tiny_bert: str, out: Path, freeze: str) -> list[str]:
