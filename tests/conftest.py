@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,17 @@ TINY_RUN_ARGS = [
     "1",
     "--no-progress",
 ]
+
+
+def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until ``proc`` (still running) has written the checkpoint of ``step`` or later."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(int(p.name[5:]) >= step for p in (out / "checkpoints").glob("step-*")):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint for step {step} in time")
 
 
 def save_tiny_model(path: Path, model_type: str = "bert", layers: int = 3) -> Path:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import wait_for_step
 from freezetune import RunConfig, train
 from freezetune.data import EpochSampler
 from freezetune.distributed import ShardedBatches
@@ -54,6 +55,13 @@ def workers(launcher: subprocess.Popen) -> list[int]:
     pids = [int(p) for p in found.stdout.split()]
     assert len(pids) == 2, pids
     return pids
+
+
+def kill_job(launcher: subprocess.Popen) -> None:
+    """SIGKILL both ranks and torchrun itself (killing torchrun alone leaves ranks running)."""
+    for pid in [*workers(launcher), launcher.pid]:
+        os.kill(pid, signal.SIGKILL)
+    launcher.wait()
 
 
 @pytest.fixture(scope="module")
@@ -186,13 +194,8 @@ def test_distributed_checkpoint_resumes_on_one_process(quiet_model: str, tmp_pat
     argv += ["--max-length", "20", "--lr", "1e-3", "--no-cache", "--epochs", "2"]
     argv += ["--save-every", "1", "--no-progress", "model.classifier_dropout=0"]  # 50 steps
     proc = torchrun(*argv, "--out", str(tmp_path / "split"))
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "split" / "checkpoints").glob("step-0000000[1-9]*")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    for pid in [*workers(proc), proc.pid]:  # both ranks and the launcher, after step 10 or so
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
+    wait_for_step(tmp_path / "split", 10, proc)
+    kill_job(proc)  # both ranks and the launcher, after step 10 or so
     assert not (tmp_path / "split" / "result.json").exists(), "finished before the kill"
     resumed = subprocess.run(
         [sys.executable, "-m", "freezetune", "train", "--resume", str(tmp_path / "split")],
@@ -218,13 +221,8 @@ def test_distributed_resume_is_exact_with_dropout(tiny_bert: str, tmp_path: Path
     argv += ["--no-progress", "--no-cache"]  # per-rank caches are rebuilt, not checkpointed
     finish(torchrun(*argv, "--out", str(tmp_path / "whole")))
     proc = torchrun(*argv, "--out", str(tmp_path / "split"))
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "split" / "checkpoints").glob("step-0000000[1-9]*")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    for pid in [*workers(proc), proc.pid]:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
+    wait_for_step(tmp_path / "split", 10, proc)
+    kill_job(proc)
     assert not (tmp_path / "split" / "result.json").exists(), "finished before the kill"
     finish(torchrun("-m", "freezetune", "train", "--resume", str(tmp_path / "split")))
     last = f"checkpoints/step-{50:09d}/model.safetensors"
@@ -240,10 +238,7 @@ def test_killed_rank_ends_the_job(quiet_model: str, tmp_path: Path) -> None:
     argv += ["--max-train-samples", "2000", "--batch-size", "8", "--epochs", "5"]
     argv += ["--save-every", "2", "--no-progress", "--out", str(out)]
     proc = torchrun(*argv)
-    deadline = time.monotonic() + 120
-    while not list((out / "checkpoints").glob("step-*")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
+    wait_for_step(out, 1, proc)
     os.kill(workers(proc)[1], signal.SIGKILL)
     started = time.monotonic()
     _, err = proc.communicate(timeout=90)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_RUN_ARGS
+from conftest import TINY_RUN_ARGS, wait_for_step
 from freezetune import RunConfig, train
 from freezetune.cli import main
 from freezetune.errors import UserError
@@ -34,16 +34,6 @@ def start(argv: list[str]) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(int(p.name[5:]) >= step for p in (out / "checkpoints").glob("step-*")):
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"no checkpoint for step {step} in time")
 
 
 def comparable(out: Path) -> tuple[dict, list[dict]]:

@@ -100,8 +100,7 @@ def _write_files(loop: Any, folder: Path, epoch: int, batch: int, rngs: list | N
         },
         "policy": loop.policy.state_dict(),
         "optimizer": loop.optimizer.state_dict(),
-        "rng": rng_state(),
-        "rng_ranks": rngs or [],  # under DDP: every rank's, so each resumes its own stream
+        "rngs": rngs or [rng_state()],  # one per rank: each resumes its own stream
         "metrics_bytes": Path(loop.metrics_path).stat().st_size,
         "world": loop.dist.world,
         "steps_per_epoch": loop.steps_per_epoch,
@@ -119,7 +118,7 @@ def save(loop: Any, epoch: int, batch: int, keep: int, rngs: list | None = None)
     """Write a checkpoint atomically; keep the newest ``keep``; return its folder.
 
     ``(epoch, batch)`` is where training continues: the next batch index of that epoch;
-    ``rngs`` holds each rank's RNG state (``rng_state()``) in a distributed run.
+    ``rngs`` holds each rank's RNG state (``rng_state()``); alone, this process's is taken.
     """
     final = step_folder(loop)
     root = final.parent
@@ -216,7 +215,7 @@ def restore(loop: Any, folder: Path) -> tuple[int, int]:
             "caching each process owns a shard, so the rest of this epoch's order differs",
             file=sys.stderr,
         )
-    ranks = state.get("rng_ranks") or []
-    same_world = len(ranks) == loop.dist.world  # else: rank 0's stream (exact only alone)
-    _set_rng_state(ranks[loop.dist.rank] if same_world else state["rng"])
+    rngs = state.get("rngs") or [state["rng"]]  # "rng": written before per-rank states
+    # on another number of processes every rank continues rank 0's stream
+    _set_rng_state(rngs[loop.dist.rank] if len(rngs) == loop.dist.world else rngs[0])
     return state["epoch"], state["batch"]

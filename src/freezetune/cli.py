@@ -197,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = config_from_args(args)
         result = train(config)
-    if result["processes"] > 1 and not _is_main():
+    if not _is_main():
         return 0  # rank 0 reports for the whole job
     main = result["main_metric"]
     print(

@@ -118,11 +118,7 @@ def _int_tensor(values: Sequence[int]) -> torch.Tensor:
 
 def any_rank(flag: bool, d: Dist) -> bool:
     """True on every rank when ``flag`` is true on any (e.g. one of them got SIGTERM)."""
-    if not d.enabled:
-        return flag
-    t = _int_tensor([int(flag)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return sum_ints([int(flag)], d)[0] > 0
 
 
 def sum_ints(values: Sequence[int], d: Dist) -> list[int]:

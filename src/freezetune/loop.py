@@ -203,8 +203,7 @@ class Loop:
         path = checkpoint.step_folder(self)
         rngs = distributed.all_gather(checkpoint.rng_state(), self.dist)  # dropout differs
         if self.dist.is_main:  # replicas are identical: rank 0 writes for all of them
-            ranks = rngs if self.dist.enabled else None
-            path = checkpoint.save(self, epoch, batch, t.keep_checkpoints, ranks)
+            path = checkpoint.save(self, epoch, batch, t.keep_checkpoints, rngs)
         distributed.barrier(self.dist)
         if started is not None:  # the epoch's clock is running: leave the save out of it
             self.train_time -= time.perf_counter() - paused
