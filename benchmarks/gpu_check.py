@@ -23,7 +23,7 @@ def equality_check() -> list[str]:
     from transformers import AutoConfig, AutoModel
 
     from freezetune.cache import PrefixCache
-    from freezetune.modeling import FreezetuneConfig, FreezetuneForSequenceClassification
+    from freezetune.classifier import FreezetuneConfig, FreezetuneForSequenceClassification
     from freezetune.units import split_units
 
     lines = []

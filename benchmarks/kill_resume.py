@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import TINY_RUN_ARGS, save_tiny_model
+from freezetune.testing import TINY_RUN_ARGS, save_tiny_model
 
 SPECS = ["full", "bottom:1", "gradual:steps=5", "autofreeze:n=6"]
 ARGS = TINY_RUN_ARGS  # 36 optimizer steps, a checkpoint after each

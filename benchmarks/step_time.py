@@ -25,7 +25,7 @@ def measure(spec: str, cached: bool, bf16: bool, steps: int) -> dict:
     import torch
 
     from freezetune import RunConfig
-    from freezetune.data import Collator, make_loader, tokenize
+    from freezetune.batching import Collator, make_loader, tokenize
     from freezetune.freezing import apply_frozen, set_train_modes
     from freezetune.loop import autocast, forward
     from freezetune.records import peak_rss_mb

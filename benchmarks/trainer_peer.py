@@ -31,8 +31,8 @@ def run_trainer(args: argparse.Namespace) -> dict:
         TrainingArguments,
     )
 
-    from freezetune.data import load_task
     from freezetune.models import resolve_model_path
+    from freezetune.tasks import load_task
 
     path = resolve_model_path("minilm-l6")
     data = load_task("sst2", max_train_samples=args.max_train_samples, seed=0)

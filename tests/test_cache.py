@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModel
 
 from freezetune import RunConfig, train
 from freezetune.cache import PrefixCache, check_cacheable
-from freezetune.modeling import FreezetuneConfig, FreezetuneForSequenceClassification
+from freezetune.classifier import FreezetuneConfig, FreezetuneForSequenceClassification
 from freezetune.units import split_units
 
 FAMILIES = {

@@ -1,4 +1,7 @@
-"""Data-parallel runs (torchrun, gloo, 2 processes on this machine) against a single process."""
+"""Data-parallel runs (torchrun, gloo, 2 processes on this machine) against a single process.
+
+How the batches are sharded over ranks (`ShardedBatches`) is tested in test_batching.py.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,6 @@ from safetensors.torch import load_file
 
 from conftest import wait_for_step
 from freezetune import RunConfig, train
-from freezetune.data import EpochSampler
-from freezetune.distributed import ShardedBatches
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 STRATEGIES = ["full", "bottom:1", "gradual:steps=3", "autofreeze:n=3"]
@@ -91,43 +92,7 @@ def config(model: str, out: Path, freeze: str, **train_opts) -> dict:
     }
 
 
-# 1) the sampler: same batches as one process, split; or fixed shards when caching
-@pytest.mark.parametrize(("n", "batch", "world"), [(52, 8, 2), (53, 8, 2), (50, 12, 4), (9, 4, 2)])
-def test_rank_slices_make_up_the_single_process_batches(n: int, batch: int, world: int) -> None:
-    for epoch in (0, 1):
-        single = EpochSampler(n, seed=3)
-        single.set_epoch(epoch)
-        order = list(single)
-        expected = [order[i : i + batch] for i in range(0, n, batch)]
-        expected = [b for b in expected if len(b) >= world]
-        ranks = []
-        for rank in range(world):
-            shards = ShardedBatches(EpochSampler(n, seed=3), batch, rank, world)
-            shards.set_epoch(epoch)
-            ranks.append(list(shards))
-            assert len(shards) == len(expected)
-        assert [
-            [i for part in parts for i in part] for parts in zip(*ranks, strict=True)
-        ] == expected
-
-
-def test_fixed_shards_keep_each_rank_on_its_own_examples() -> None:
-    n, world, lengths = 23, 2, [i % 7 + 1 for i in range(23)]
-    seen: dict[int, set[int]] = {}
-    for epoch in range(3):
-        for rank in range(world):
-            sampler = EpochSampler(n, seed=1, group_by_length=True, lengths=lengths, batch_size=8)
-            shards = ShardedBatches(sampler, 8, rank, world, fixed_shards=True, lengths=lengths)
-            shards.set_epoch(epoch)
-            mine = list(shards)
-            assert len(mine) == len(shards) == 3  # 11 examples per rank, 4 per local batch
-            assert all(len(b) <= 4 for b in mine)
-            indices = {i for batch in mine for i in batch}
-            assert seen.setdefault(rank, indices) == indices
-    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == n - n % world
-
-
-# 2) two processes == one process (same global batch and seed), replicas bit-identical
+# 1) two processes == one process (same global batch and seed), replicas bit-identical
 @pytest.fixture(scope="module")
 def two_process_runs(quiet_model: str, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
@@ -170,7 +135,7 @@ def test_a_rank_without_dev_examples_still_pools_the_scores(two_process_runs: Pa
     assert result["final"]["accuracy"] in (0.0, 1.0)
 
 
-# 3) the command line under torchrun: one writer, per-rank caches, resume on 1 process
+# 2) the command line under torchrun: one writer, per-rank caches, resume on 1 process
 def test_torchrun_cli_caches_per_rank_and_writes_once(quiet_model: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = ["-m", "freezetune", "train", "--model", quiet_model, "--freeze", "bottom:2"]
@@ -231,7 +196,7 @@ def test_distributed_resume_is_exact_with_dropout(tiny_bert: str, tmp_path: Path
         assert all(torch.equal(a[k], b[k]) for k in a), f"{name} differs after resume"
 
 
-# 4) a lost rank ends the job with an error, not a hang
+# 3) a lost rank ends the job with an error, not a hang
 def test_killed_rank_ends_the_job(quiet_model: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = ["-m", "freezetune", "train", "--model", quiet_model, "--freeze", "full"]

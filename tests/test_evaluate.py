@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from freezetune.data import GLUE_TASKS, TaskInfo
 from freezetune.errors import UserError
 from freezetune.evaluate import compute_metrics, main_metric
+from freezetune.tasks import GLUE_TASKS, TaskInfo
 
 MRPC = GLUE_TASKS["mrpc"].task  # f1 + accuracy
 COLA = GLUE_TASKS["cola"].task  # mcc

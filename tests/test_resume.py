@@ -149,7 +149,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tiny_bert, tmp_path, monkeypatc
 
 
 def test_nonfinite_loss_stops_with_the_step_or_is_skipped(tiny_bert, tmp_path, monkeypatch):
-    from freezetune.modeling import FreezetuneForSequenceClassification as Model
+    from freezetune.classifier import FreezetuneForSequenceClassification as Model
 
     real, calls = Model.head_forward, {"n": 0}
 

@@ -10,7 +10,7 @@ loads with ``transformers.pipeline("text-classification", model=out_dir)``.
 from freezetune.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from freezetune.errors import UserError
 from freezetune.freezing import FreezeSpec, apply_frozen, frozen_parameters, parse_freeze
-from freezetune.modeling import FreezetuneConfig, FreezetuneForSequenceClassification
+from freezetune.classifier import FreezetuneConfig, FreezetuneForSequenceClassification
 from freezetune.models import load_model
 from freezetune.train import train
 from freezetune.units import Unit, Units, split_units, trainable_line

@@ -12,7 +12,8 @@ gradients. What this module adds is what freezing needs on top of DDP:
    broadcast so every rank takes the same decision (:func:`broadcast`);
 3) every rank draws the same global order and takes its slice of each global batch, or, when
    frozen-prefix caching is on, keeps a fixed shard of the data so its cache stays its own
-   (:class:`ShardedBatches`);
+   (``freezetune.batching.ShardedBatches``, which ``make_loader`` uses given a rank and world:
+   the sampling lives beside the single-process sampler, this module only joins the group);
 4) only rank 0 writes files, logs and progress bars (:attr:`Dist.is_main`).
 
 A single process (no launcher) takes none of these paths: no wrapper, no collectives, the
@@ -22,7 +23,7 @@ plain sampler.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,11 +32,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Sampler
 
 __all__ = [
     "Dist",
-    "ShardedBatches",
     "all_gather",
     "any_rank",
     "barrier",
@@ -61,10 +60,12 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
+        """Whether this is one process of several (collectives and the DDP wrapper apply)."""
         return self.world > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this process is rank 0, the one that writes files, logs and progress."""
         return self.rank == 0
 
 
@@ -89,11 +90,13 @@ def init_from_env() -> Dist:
 
 
 def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def device(d: Dist) -> torch.device:
+    """This process's device: its local GPU when there is one, else the CPU."""
     if not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", d.local_rank) if d.enabled else torch.device("cuda")
@@ -112,6 +115,7 @@ def wrap(model: nn.Module, d: Dist) -> nn.Module:
 
 
 def _int_tensor(values: Sequence[int]) -> torch.Tensor:
+    """``values`` as a tensor on the device the backend reduces on (CUDA for NCCL)."""
     on = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
     return torch.tensor(list(values), dtype=torch.long, device=on)
 
@@ -122,6 +126,7 @@ def any_rank(flag: bool, d: Dist) -> bool:
 
 
 def sum_ints(values: Sequence[int], d: Dist) -> list[int]:
+    """Element-wise sum of ``values`` over all ranks (``values`` itself when alone)."""
     if not d.enabled:
         return list(values)
     t = _int_tensor(values)
@@ -148,78 +153,6 @@ def all_gather(obj: Any, d: Dist) -> list[Any]:
 
 
 def barrier(d: Dist) -> None:
+    """Wait until every rank gets here (no-op when alone)."""
     if d.enabled:
         dist.barrier()
-
-
-class ShardedBatches(Sampler[list[int]]):
-    """This rank's batches: index lists whose union over ranks is one global batch.
-
-    ``order`` is the single-process sampler (its ``set_epoch`` is forwarded). By default every
-    rank walks that same order, cut into global batches of ``batch_size``, and takes slice
-    ``rank`` of each: the run sees exactly the batches a single process would (a last global
-    batch smaller than the number of ranks is dropped: some rank would get nothing).
-
-    With ``fixed_shards`` each rank instead owns a fixed ``1/world`` of the examples (drawn once
-    from ``seed``; the ``len % world`` left over sit out) and shuffles within it every epoch, so
-    the frozen-prefix states it caches in epoch 1 are the ones it needs later.
-
-    >>> from freezetune.data import EpochSampler
-    >>> batches = ShardedBatches(EpochSampler(6, shuffle=False), 4, rank=1, world=2)
-    >>> list(batches)
-    [[2, 3], [5]]
-    """
-
-    def __init__(
-        self,
-        order: Any,
-        batch_size: int,
-        rank: int,
-        world: int,
-        fixed_shards: bool = False,
-        lengths: Sequence[int] | None = None,
-    ):
-        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
-        self.local = batch_size // world
-        self.shard: list[int] = []
-        self.inner: Any = None
-        if fixed_shards:
-            from freezetune.data import EpochSampler
-
-            n = order.n - order.n % world
-            drawn = torch.randperm(order.n, generator=torch.Generator().manual_seed(order.seed))
-            self.shard = drawn[:n].tolist()[rank::world]
-            lens = [lengths[i] for i in self.shard] if lengths is not None else None
-            self.inner = EpochSampler(
-                len(self.shard),
-                order.seed,
-                order.shuffle,
-                order.group_by_length,
-                lens,
-                self.local,
-            )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.order.set_epoch(epoch)
-        if self.inner is not None:
-            self.inner.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        if self.inner is not None:
-            return -(-len(self.shard) // self.local)
-        full, rest = divmod(self.order.n, self.batch_size)
-        return full + (rest >= self.world)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.inner is not None:
-            mine = [self.shard[i] for i in self.inner]
-            for start in range(0, len(mine), self.local):
-                yield mine[start : start + self.local]
-            return
-        order = list(self.order)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            if len(batch) < self.world:
-                return
-            n = len(batch)
-            yield batch[self.rank * n // self.world : (self.rank + 1) * n // self.world]

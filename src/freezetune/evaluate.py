@@ -8,8 +8,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from freezetune.data import TaskInfo
 from freezetune.errors import UserError
+from freezetune.tasks import TaskInfo
 
 __all__ = ["METRICS", "compute_metrics", "main_metric"]
 
@@ -81,7 +81,7 @@ def compute_metrics(
 ) -> dict[str, float]:
     """Every metric of `task` as a plain float, from logits (classification) or scores.
 
-    >>> from freezetune.data import GLUE_TASKS
+    >>> from freezetune.tasks import GLUE_TASKS
     >>> logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
     >>> compute_metrics(GLUE_TASKS["mrpc"].task, logits, np.array([0, 1, 0]))
     {'f1': 0.6666666666666666, 'accuracy': 0.6666666666666666}
@@ -96,7 +96,7 @@ def compute_metrics(
 def main_metric(task: TaskInfo) -> str:
     """The metric to select checkpoints and compare runs by.
 
-    >>> from freezetune.data import GLUE_TASKS
+    >>> from freezetune.tasks import GLUE_TASKS
     >>> main_metric(GLUE_TASKS["stsb"].task)
     'pearson'
     """

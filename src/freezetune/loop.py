@@ -19,12 +19,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from freezetune import checkpoint, distributed
+from freezetune.batching import set_epoch
 from freezetune.cache import PrefixCache
-from freezetune.data import set_epoch
 from freezetune.errors import UserError
 from freezetune.freezing import apply_frozen, frozen_parameters, set_train_modes
 from freezetune.freezing.policies import AutoFreeze, Policy, Progress, linear_warmup_decay
-from freezetune.freezing.signals import BlockGradients
+from freezetune.freezing.gradients import BlockGradients
 from freezetune.records import append_jsonl
 from freezetune.units import count_params, trainable_line
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from freezetune.errors import UserError
-from freezetune.modeling import POOLINGS, FreezetuneConfig, FreezetuneForSequenceClassification
+from freezetune.classifier import POOLINGS, FreezetuneConfig, FreezetuneForSequenceClassification
 
 __all__ = ["ALIASES", "LoadedModel", "default_pooling", "load_model", "resolve_model_path"]
 

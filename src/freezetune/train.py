@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from freezetune import checkpoint, distributed
+from freezetune.batching import Collator, make_loader, tokenize
 from freezetune.cache import PrefixCache, check_cacheable
 from freezetune.config import RunConfig
-from freezetune.data import Collator, TaskData, load_task, make_loader, tokenize
 from freezetune.errors import UserError
 from freezetune.evaluate import compute_metrics
 from freezetune.freezing import FreezeSpec, frozen_parameters, parse_freeze
@@ -36,6 +36,7 @@ from freezetune.freezing.policies import make_policy
 from freezetune.loop import Loop, autocast, forward
 from freezetune.models import LoadedModel, load_model
 from freezetune.records import append_jsonl, atomic_write_json, peak_rss_mb, provenance
+from freezetune.tasks import TaskData, load_task
 from freezetune.units import Units, count_params, split_units
 
 __all__ = ["Setup", "build_optimizer", "evaluate_model", "prepare", "resume_config", "train"]
