@@ -1,6 +1,7 @@
 """Reports: aggregation math, the answer, CSV/Markdown/HTML, and the page in a real browser.
 
-All rows here are fabricated (known values), so every number the report prints can be checked.
+All rows here are fabricated (known values), so every number the report prints can be checked;
+so are the trivial baselines (:func:`floors`), except where a test computes them from data.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from scipy import stats
 
 from freezetune.report import build_report, render_html, write_report
 from freezetune.report.answer import answer_study
+from freezetune.report.cells import results_csv
 from freezetune.report.plots import plot_timeline
-from freezetune.report.tables import mean_ci, pareto_front, results_csv, summarize, welch_p
+from freezetune.report.tables import mean_ci, pareto_front, summarize, welch_p
+from freezetune.study.baseline import Baseline, baseline_key, write_baselines
 from freezetune.study.spec import PlannedRun
 from freezetune.study.store import RunRow, fail_run, finish_run, open_store, start_run
 
@@ -26,20 +29,21 @@ BLOCKS = 6
 UNITS = {"full": 0, "bottom:2": 3, "bottom:4": 5, "head": BLOCKS + 1}
 
 
-def row(strategy, seed, value, wall, *, freeze=None, n_train=2000, lr=1e-4, timeline=None):
+def row(strategy, seed, value, wall, *, freeze=None, n_train=2000, lr=1e-4, timeline=None,
+        metric="accuracy", task="sst2"):  # fmt: skip
     """A succeeded run as the store would return it."""
     freeze = freeze or strategy.split(" ")[0]
     config = {
         "model": {"name": "minilm-l6"},
-        "data": {"task": "sst2", "max_train_samples": n_train, "max_eval_samples": 500},
+        "data": {"task": task, "max_train_samples": n_train, "max_eval_samples": 500},
         "optim": {"lr": lr},
         "train": {"epochs": 2, "seed": seed, "bf16": True},
         "freeze": freeze,
     }
     result = {
-        "main_metric": "accuracy",
-        "best": {"accuracy": value, "step": 10},
-        "final": {"accuracy": value - 0.01, "step": 20},
+        "main_metric": metric,
+        "best": {metric: value, "step": 10},
+        "final": {metric: value - 0.01, "step": 20},
         "units_frozen": UNITS.get(freeze, 2),
         "num_blocks": BLOCKS,
         "wall_time_s": wall,
@@ -51,8 +55,8 @@ def row(strategy, seed, value, wall, *, freeze=None, n_train=2000, lr=1e-4, time
         "machine": {"cpus": 2},
     }
     curve = [
-        {"event": "eval", "step": 10, "accuracy": value - 0.05, "train_time_s": wall / 2},
-        {"event": "eval", "step": 20, "accuracy": value, "train_time_s": wall},
+        {"event": "eval", "step": 10, metric: value - 0.05, "train_time_s": wall / 2},
+        {"event": "eval", "step": 20, metric: value, "train_time_s": wall},
     ]
     return RunRow(
         run_id=f"{strategy}-{seed}-{n_train}-{lr}",
@@ -86,6 +90,12 @@ STUDY = [
 
 def line(summary, label):
     return next(x for x in summary.lines if x.label == label)
+
+
+def floors(rows, value, *, metric="accuracy", kind="majority", predicts="class '1'", **more):
+    """The same trivial baseline for the dev examples of every run in ``rows``."""
+    found = Baseline("sst2", kind, predicts, 500, {metric: value, **more})
+    return {baseline_key(r.config): found for r in rows if r.config.get("data")}
 
 
 def test_mean_std_and_student_t_interval():
@@ -225,18 +235,29 @@ def write_study(folder: Path, rows: list[RunRow]) -> None:
 def report_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("study")
     write_study(folder, [*STUDY, failed("lora", 0)])
+    write_baselines(folder, floors(STUDY, 0.50, predicts="class '0'"))  # as the study wrote it
     written = write_report(folder)
     assert written.headline.startswith("1 of 3 strategies")
     return folder
 
 
 def test_write_report_writes_every_file(report_dir):
-    for name in ("results.csv", "report.md", "report.html", "plots/depth.png", "plots/pareto.png"):
+    names = ("results.csv", "strategies.csv", "report.md", "report.html", "plots/depth.png",
+             "plots/pareto.png", "baseline.json")  # fmt: skip
+    for name in names:
         assert (report_dir / name).stat().st_size > 0, name
     md = (report_dir / "report.md").read_text()
     assert "- **train examples**: 2000" in md and "- **precision**: bf16" in md
     assert "| full | 0 | 3 | 91.0 ± 1.0 |" in md and "| bottom:4 | 5 | 3 | 86.0 ± 1.0 |" in md
     assert "## Failed runs" in md and "unknown --freeze part" in md
+    # the baseline: a fact, a row above full, the gain column, the rule in the method note
+    assert "- **trivial baseline**: always predicting the majority class ('0'): accuracy 50.0" in md
+    assert "| trivial baseline: always predicting the majority class ('0') | — | — | 50.0 |" in md
+    assert "| % of full's gain | gain 95% CI |" in md
+    assert "| 94.5% | 87.8% | [" in md  # bottom:4: (86 - 50) / (91 - 50)
+    assert "Strategies are ranked only when the lower end of full fine-tuning's 95% CI" in md
+    html = (report_dir / "report.html").read_text()
+    assert '<tr class="baseline">' in html and "% of full&#x27;s gain" in html
 
 
 CHROMIUM = shutil.which("chromium")

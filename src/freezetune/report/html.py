@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from freezetune.report.answer import Answer
+from freezetune.report.answer import KEEP, Answer
+from freezetune.report.cells import table_cells
 from freezetune.report.plots import PLOTS
-from freezetune.report.tables import Summary, table_cells
+from freezetune.report.rules import DISAGREE, SIGNAL_RULE
+from freezetune.report.tables import Summary
 
-__all__ = ["render_html"]
+__all__ = ["method_note", "render_html"]
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
@@ -31,6 +33,8 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; }
 td { white-space: nowrap; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 tr.ref td { background: #fffbe6; }
+tr.baseline td { background: #f3f3f3; color: #555; font-style: italic; }
+tr.below td { background: #fdeeee; }
 table.failures td { text-align: left; white-space: normal; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
@@ -90,8 +94,7 @@ def render_html(
     name: str, summary: Summary, answers: list[Answer], images: dict[str, bytes]
 ) -> str:
     """The whole report page as one string."""
-    headers, cells = table_cells(summary)
-    classes = ["ref" if line.reference == line.label else "" for line in summary.lines]
+    headers, cells, classes = table_cells(summary)
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in summary.facts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -104,7 +107,7 @@ def render_html(
 {_answers(answers)}
 <h2>Strategies</h2>
 {_table(headers, cells, classes)}
-<p class="note">{escape(_method_note(summary))}</p>
+<p class="note">{escape(method_note(summary))}</p>
 <h2>Plots</h2>
 {_figures(images)}
 {_failures(summary)}
@@ -112,12 +115,21 @@ def render_html(
 """
 
 
-def _method_note(summary: Summary) -> str:
+def method_note(summary: Summary) -> str:
+    """How every number of the table is computed, and the rules the answer follows."""
     return (
         f"{summary.metric} is the best dev-set evaluation of each run (the saved model), x100. "
         "Mean ± sample std over seeds; 95% CI from Student's t. Δ and % compare with the full "
         "fine-tuning line in the same context (highlighted); p is Welch's two-sided t-test "
-        "against it. Wall time = training + evaluation (model loading excluded); speedup = full "
+        "against it. The trivial baseline (grey row) is a constant prediction scored by the "
+        "same metric code on the same dev examples: the majority class for classification "
+        "(MCC 0), the labels' mean for regression (Pearson and Spearman 0). % of full's gain = "
+        "(score - baseline) / (full - baseline): the share of what full fine-tuning learned "
+        "beyond the baseline that a strategy keeps, with Fieller's 95% CI (seed noise on both "
+        f"sides); rows below the baseline are marked. The answer's thresholds (keeps >= "
+        f"{KEEP:.0%}) use the gain when the baseline is known, and say so where it and raw % "
+        f"disagree by more than {100 * DISAGREE:.0f} points. {SIGNAL_RULE} "
+        "Wall time = training + evaluation (model loading excluded); speedup = full "
         "wall time / this wall time. Frozen units count the embeddings as 1 (for schedules: "
         "at the end of training). Rows are ordered by frozen units."
     )

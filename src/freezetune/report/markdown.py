@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 from freezetune.report.answer import Answer
-from freezetune.report.html import _method_note
+from freezetune.report.cells import table_cells
+from freezetune.report.html import method_note
 from freezetune.report.plots import PLOTS
-from freezetune.report.tables import Summary, table_cells
+from freezetune.report.tables import Summary
 
 __all__ = ["render_markdown"]
 
@@ -34,8 +35,8 @@ def render_markdown(
         if answer.context:
             out += [f"### {answer.context}", ""]
         out += [f"**{answer.headline}**", "", *(f"- {s}" for s in answer.sentences), ""]
-    headers, cells = table_cells(summary)
-    out += ["## Strategies", "", _md_table(headers, cells), "", _method_note(summary), ""]
+    headers, cells, _ = table_cells(summary)
+    out += ["## Strategies", "", _md_table(headers, cells), "", method_note(summary), ""]
     if plots:
         out += ["## Plots", ""]
         out += [f"![{PLOTS[n][1] if n in PLOTS else n}]({path})" for n, path in plots.items()]

@@ -44,6 +44,20 @@ def _err(value: float) -> float:
     return 0.0 if math.isnan(value) else 100 * value
 
 
+def _baselines(ax: Any, summary: Summary, references: set[str] | None = None) -> None:
+    """A dashed horizontal line per trivial baseline (of the given full lines' contexts)."""
+    drawn: set[float] = set()
+    many = len({round(100 * b.value, 6) for b in summary.baselines}) > 1
+    for floor in summary.baselines:
+        value = round(100 * floor.value, 6)
+        if (references is not None and floor.reference not in references) or value in drawn:
+            continue
+        what = "majority class" if floor.kind == "majority" else "mean prediction"
+        label = f"{floor.label if many else 'trivial baseline'} ({what})"
+        ax.axhline(value, color="grey", linestyle="--", linewidth=1.2, label=label)
+        drawn.add(value)
+
+
 def _tick(units: int, blocks: int | None) -> str:
     if units == 0:
         return "none"
@@ -71,12 +85,13 @@ def plot_depth(summary: Summary) -> bytes | None:
             capsize=4,
             label=ref.removeprefix("full").strip() or None,
         )
+    _baselines(ax, summary, set(series))
     ticks = sorted({line.units_frozen or 0 for line in lines})
     ax.set_xticks(ticks, [_tick(u, lines[0].num_blocks) for u in ticks])
     ax.set_xlabel("frozen prefix (embeddings + first K blocks)")
     ax.set_ylabel(f"{summary.metric} (x100)")
     ax.set_title(f"{summary.metric} vs frozen blocks (mean ± std over seeds)")
-    if len(series) > 1:
+    if len(series) > 1 or summary.baselines:
         ax.legend()
     return _png(fig)
 
@@ -97,6 +112,7 @@ def plot_pareto(summary: Summary) -> bytes | None:
     xs, ys = [line.wall for line in front], [100 * line.mean for line in front]
     ax.step(xs, ys, where="post", color="black", alpha=0.6)
     ax.plot(xs, ys, "s", mfc="none", ms=12, color="black", alpha=0.6, label="Pareto front")
+    _baselines(ax, summary)
     ax.set_xlabel("wall time per run, s (train + eval)")
     ax.set_ylabel(f"{summary.metric} (x100)")
     ax.set_title(f"{summary.metric} vs cost (mean ± std over seeds)")
@@ -161,6 +177,7 @@ def plot_curves(summary: Summary) -> bytes | None:
         ax.plot(*zip(*points, strict=True), marker=".", color=colors[row.strategy],
                 label=None if row.strategy in seen else row.strategy, alpha=0.8)  # fmt: skip
         seen.add(row.strategy)
+    _baselines(ax, summary)
     ax.set_xlabel("training wall time, s (evaluation excluded)")
     ax.set_ylabel(f"dev {summary.metric} (x100)")
     ax.set_title("learning curves (one line per seed)")
@@ -170,8 +187,15 @@ def plot_curves(summary: Summary) -> bytes | None:
 
 #: name -> (function, caption); the order of the report.
 PLOTS = {
-    "depth": (plot_depth, "Main metric vs number of frozen blocks (static prefix specs)."),
-    "pareto": (plot_pareto, "Metric vs wall time; the line is the Pareto front."),
+    "depth": (
+        plot_depth,
+        "Main metric vs number of frozen blocks (static prefix specs); dashed: the trivial "
+        "baseline.",
+    ),
+    "pareto": (
+        plot_pareto,
+        "Metric vs wall time; the line is the Pareto front; dashed: the trivial baseline.",
+    ),
     "timeline": (plot_timeline, "Freezing timeline of adaptive strategies."),
     "curves": (plot_curves, "Learning curves: dev metric vs training wall time."),
 }

@@ -4,42 +4,42 @@ A *line* is the runs of one strategy that differ only in their seed. When a sett
 the seed varies inside a strategy (an ``lrs`` or ``train_sizes`` axis, or a study re-run with a
 changed spec), each value gets its own line, labelled e.g. ``full n_train=500``. Each line is
 compared with the full fine-tuning line in the same context (same settings but the learning rate;
-the same lr if there is one, else the best full line).
+the same lr if there is one, else the best full line), and with the trivial baseline of its dev
+examples (:mod:`freezetune.study.baseline`, passed in as data): "% of full's gain" is
+``(score - baseline) / (full - baseline)``, with Fieller's 95% interval.
 
->>> [round(x, 4) for x in mean_ci([0.8, 0.9, 1.0])]  # mean, std, 95% Student-t interval
-[0.9, 0.1, 0.6516, 1.1484]
+>>> summarize([]).lines
+()
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import math
 import re
 import statistics
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from scipy import stats
-
+from freezetune.report.stats import NAN, mean_ci, pareto_front, ratio_ci, welch_p
+from freezetune.study.baseline import Baseline, baseline_key
 from freezetune.study.spec import SHORT_KEYS
 from freezetune.study.store import STATUSES, RunRow
 
 __all__ = [
+    "BaselineLine",
     "Line",
     "Summary",
+    "gain_of",
+    "main_metric",
     "mean_ci",
     "pareto_front",
-    "results_csv",
     "run_metric",
     "study_facts",
     "summarize",
-    "table_cells",
     "welch_p",
 ]
 
-NAN = float("nan")
 IGNORED_KEYS = ("train.seed", "freeze")
 STATIC_PREFIX = re.compile(r"^(full|head|embeddings|bottom:\d+)$")
 
@@ -70,6 +70,9 @@ class Line:
     relative: float | None = None  # mean / reference mean
     speedup: float | None = None  # reference wall time / this wall time
     p_value: float | None = None  # Welch's t-test against the reference
+    baseline: float | None = None  # the trivial baseline on its seeds' dev examples (mean)
+    gain: float | None = None  # (mean - baseline) / (reference mean - reference baseline)
+    gain_ci: tuple[float, float] = (NAN, NAN)  # Fieller's 95% interval of the gain
 
     @property
     def n(self) -> int:
@@ -80,6 +83,28 @@ class Line:
         """A plain ``full``/``bottom:K``/``head`` spec with no settings of its own."""
         return bool(STATIC_PREFIX.match(self.freeze)) and self.strategy == self.freeze
 
+    @property
+    def below_baseline(self) -> bool:
+        """Its mean scores below the trivial baseline of its dev examples."""
+        return self.baseline is not None and self.n > 0 and self.mean < self.baseline
+
+
+@dataclass(frozen=True)
+class BaselineLine:
+    """The trivial baseline of one full fine-tuning line's context: a row of the table."""
+
+    reference: str  # the full line's label
+    value: float  # the main metric, mean over the seeds' dev examples
+    metrics: dict[str, float]  # every metric of the task (and MSE for regression), same mean
+    describe: str  # e.g. "always predicting the majority class ('1')"
+    kind: str  # "majority" or "mean"
+    examples: int
+
+    @property
+    def label(self) -> str:
+        context = self.reference.removeprefix("full").strip()
+        return "trivial baseline" + (f" {context}" if context else "")
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -87,50 +112,11 @@ class Summary:
     lines: tuple[Line, ...]  # ordered: context, then frozen units
     facts: tuple[tuple[str, str], ...]  # the study's size, for the top of the report
     rows: tuple[RunRow, ...]
+    baselines: tuple[BaselineLine, ...] = field(default=())  # one per full line whose is known
 
-
-def mean_ci(values: list[float] | tuple[float, ...], level: float = 0.95) -> tuple:
-    """Mean, sample std and the Student-t confidence interval (NaN where n < 2)."""
-    if not values:
-        return NAN, NAN, NAN, NAN
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, NAN, NAN, NAN
-    std = statistics.stdev(values)
-    half = float(stats.t.ppf((1 + level) / 2, len(values) - 1)) * std / math.sqrt(len(values))
-    return mean, std, mean - half, mean + half
-
-
-def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
-    """Two-sided Welch's t-test p-value; None when either side has fewer than 2 values.
-
-    >>> welch_p((1.0, 1.0), (1.0, 1.0)), welch_p((1.0,), (2.0, 3.0))
-    (1.0, None)
-    """
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats (less or equal cost, more or equal value,
-    one strictly), by increasing cost.
-
-    >>> pareto_front([(1.0, 0.8), (2.0, 0.9), (3.0, 0.85), (0.5, 0.5)])
-    [3, 0, 1]
-    """
-    front = []
-    for i, (cost, value) in enumerate(points):
-        dominated = any(
-            c <= cost and v >= value and (c < cost or v > value)
-            for j, (c, v) in enumerate(points)
-            if j != i
-        )
-        if not dominated and not (math.isnan(cost) or math.isnan(value)):
-            front.append(i)
-    return sorted(front, key=lambda i: points[i])
+    def baseline_for(self, line: Line) -> BaselineLine | None:
+        """The trivial baseline of ``line``'s context (that of its full fine-tuning line)."""
+        return next((b for b in self.baselines if b.reference == line.reference), None)
 
 
 def run_metric(row: RunRow, metric: str, which: str = "best") -> float | None:
@@ -180,8 +166,27 @@ def _first(rows: list[RunRow], key: str) -> Any:
     return next((r.result[key] for r in rows if r.result and r.result.get(key) is not None), None)
 
 
-def _line(strategy: str, context: tuple, rows: list[RunRow], own: list[str], metric: str) -> Line:
-    done = [r for r in rows if r.status == "succeeded" and run_metric(r, metric) is not None]
+def _done(rows: list[RunRow], metric: str) -> list[RunRow]:
+    return [r for r in rows if r.status == "succeeded" and run_metric(r, metric) is not None]
+
+
+def _found(rows: list[RunRow], baselines: Mapping[str, Baseline]) -> list[Baseline] | None:
+    """The baseline of each run's dev examples; None if any is unknown."""
+    found = [baselines.get(baseline_key(r.config) or "") for r in rows]
+    return [b for b in found if b is not None] if rows and all(found) else None
+
+
+def _floor(found: list[Baseline] | None, metric: str) -> float | None:
+    values = [b.metrics.get(metric) for b in found or ()]
+    floats = [float(v) for v in values if isinstance(v, int | float)]
+    return statistics.fmean(floats) if floats and len(floats) == len(values) else None
+
+
+def _line(
+    key: tuple, rows: list[RunRow], own: list[str], metric: str, baselines: Mapping[str, Baseline]
+) -> Line:
+    strategy, context = key
+    done = _done(rows, metric)
     values = tuple(run_metric(r, metric) or 0.0 for r in done)
     walls = tuple(float((r.result or {}).get("wall_time_s", NAN)) for r in done)
     failed = [r for r in rows if r.status == "failed"]
@@ -206,6 +211,7 @@ def _line(strategy: str, context: tuple, rows: list[RunRow], own: list[str], met
         std=std,
         ci=(low, high),
         wall=statistics.fmean(walls) if walls else NAN,
+        baseline=_floor(_found(done, baselines), metric),
     )
 
 
@@ -222,9 +228,25 @@ def _without_lr(context: tuple) -> tuple:
     return tuple((k, v) for k, v in context if k != "optim.lr")
 
 
+def gain_of(line: Line, ref: Line) -> tuple[float | None, tuple[float, float]]:
+    """``line``'s share of ``ref``'s gain over the trivial baseline, and Fieller's 95% interval
+    of it (seed noise on both sides, independent, t with min(n) - 1 df; NaN under 2 seeds).
+    None when a baseline is unknown or ``ref`` does not beat its baseline."""
+    if line.baseline is None or ref.baseline is None or not ref.mean > ref.baseline:
+        return None, (NAN, NAN)
+    above, full = line.mean - line.baseline, ref.mean - ref.baseline
+    if line is ref:
+        return 1.0, (NAN, NAN)
+    if min(line.n, ref.n) < 2:
+        return above / full, (NAN, NAN)
+    var_a, var_b = line.std**2 / line.n, ref.std**2 / ref.n
+    return above / full, ratio_ci(above, var_a, full, var_b, min(line.n, ref.n) - 1)
+
+
 def _compare(line: Line, ref: Line | None) -> Line:
     if ref is None or not line.n:
         return line
+    gain, gain_ci = gain_of(line, ref)
     return dataclasses.replace(
         line,
         reference=ref.label,
@@ -232,6 +254,31 @@ def _compare(line: Line, ref: Line | None) -> Line:
         relative=line.mean / ref.mean if ref.mean else None,
         speedup=ref.wall / line.wall if line.wall > 0 else None,
         p_value=None if line is ref else welch_p(line.values, ref.values),
+        gain=gain,
+        gain_ci=gain_ci,
+    )
+
+
+def _describe(found: list[Baseline]) -> str:
+    """What the baseline predicts; the seeds' dev subsets may disagree on the majority."""
+    shown = list(dict.fromkeys(b.predicts.removeprefix("class ") for b in found))
+    if len(shown) == 1:
+        return found[0].describe
+    if found[0].kind == "mean":
+        return f"always predicting the mean of each seed's dev labels ({', '.join(shown)})"
+    return f"always predicting the majority class of each seed's dev subset ({' or '.join(shown)})"
+
+
+def _baseline_line(
+    full: Line, rows: list[RunRow], baselines: Mapping[str, Baseline]
+) -> BaselineLine | None:
+    found = _found(rows, baselines)
+    if not found or full.baseline is None:
+        return None
+    names = sorted({k for b in found for k in b.metrics})
+    metrics = {k: v for k in names if (v := _floor(found, k)) is not None}
+    return BaselineLine(
+        full.label, full.baseline, metrics, _describe(found), found[0].kind, found[0].examples
     )
 
 
@@ -275,75 +322,32 @@ def study_facts(rows: list[RunRow]) -> tuple[tuple[str, str], ...]:
 
 
 def main_metric(rows: list[RunRow]) -> str:
+    """The task's main metric, as the runs recorded it."""
     return next((r.result["main_metric"] for r in rows if r.result), "accuracy")
 
 
-def summarize(rows: list[RunRow]) -> Summary:
-    """One line per strategy (and context), compared with full fine-tuning, in table order."""
-    metric = main_metric(rows)
+def _baseline_facts(found: list[BaselineLine], metric: str) -> tuple[tuple[str, str], ...]:
+    if not found:
+        return (("trivial baseline", "unknown (not computed: the dev data was not found)"),)
+    shown = [f"{b.describe}: {metric} {100 * b.value:.1f} on {b.examples} dev examples" +
+             (f" ({b.reference})" if len(found) > 1 else "") for b in found]  # fmt: skip
+    return (("trivial baseline", "; ".join(dict.fromkeys(shown))),)
+
+
+def summarize(rows: list[RunRow], baselines: Mapping[str, Baseline] | None = None) -> Summary:
+    """One line per strategy (and context), compared with full fine-tuning and, where
+    ``baselines`` (by :func:`~freezetune.study.baseline.baseline_key`) know the runs' dev
+    examples, with the trivial baseline; in table order."""
+    metric, baselines = main_metric(rows), baselines or {}
     groups, own = _group(rows)
-    lines = [_line(s, ctx, group, own[s], metric) for (s, ctx), group in groups.items()]
+    lines = [_line(key, group, own[key[0]], metric, baselines) for key, group in groups.items()]
     fulls = [line for line in lines if line.freeze == "full"]
-    lines = [_compare(line, _reference(line, fulls)) for line in lines]
-    return Summary(metric, tuple(sorted(lines, key=_order)), study_facts(rows), tuple(rows))
-
-
-CSV_FIELDS = (
-    "run_id", "strategy", "freeze", "seed", "lr", "train_size", "status", "error",
-    "main_metric", "best", "final", "units_frozen", "num_blocks", "wall_time_s",
-    "train_time_s", "eval_time_s", "train_examples_per_s", "peak_rss_mb", "trainable_params",
-    "total_params", "steps", "train_examples", "started_at", "finished_at", "attempts", "git",
-)  # fmt: skip
-
-
-def results_csv(rows: list[RunRow] | tuple[RunRow, ...]) -> str:
-    """One CSV line per run: its grid cell, status and headline numbers."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    metric = main_metric(list(rows))
-    for row in rows:
-        result = row.result or {}
-        record = {k: getattr(row, k, None) for k in CSV_FIELDS if hasattr(row, k)}
-        record.update({k: result.get(k) for k in CSV_FIELDS if k in result})
-        record.update(
-            main_metric=metric, best=run_metric(row, metric), final=run_metric(row, metric, "final")
-        )
-        writer.writerow(record)
-    return buffer.getvalue()
-
-
-def _num(value: float | None, fmt: str, scale: float = 1.0) -> str:
-    if value is None or math.isnan(value):
-        return "—"
-    return format(scale * value, fmt)
-
-
-def table_cells(summary: Summary) -> tuple[list[str], list[list[str]]]:
-    """Headers and formatted cells of the main table (metric values x100), for md and html."""
-    headers = [
-        "strategy", "frozen units", "seeds", f"{summary.metric} mean ± std", "95% CI",
-        "Δ vs full (points)", "% of full", "p (Welch)", "wall time s", "speedup",
-        "trainable params", "peak RSS MB", "failed",
-    ]  # fmt: skip
-    cells = []
-    for line in summary.lines:
-        std = f" ± {_num(line.std, '.1f', 100)}" if line.n > 1 else ""
-        ci = f"[{_num(line.ci[0], '.1f', 100)}, {_num(line.ci[1], '.1f', 100)}]"
-        p = "ref" if line.reference == line.label else _num(line.p_value, ".3f")
-        cells.append([
-            line.label,
-            "—" if line.units_frozen is None else str(line.units_frozen),
-            str(line.n),
-            _num(line.mean, ".1f", 100) + std if line.n else "—",
-            ci if line.n > 1 else "—",
-            _num(line.diff, "+.1f", 100),
-            _num(line.relative, ".1%"),
-            p if line.n else "—",
-            _num(line.wall, ".1f"),
-            _num(line.speedup, ".2f") + ("x" if line.speedup is not None else ""),
-            "—" if line.trainable_params is None else f"{line.trainable_params:,}",
-            _num(line.peak_rss_mb, ".0f"),
-            str(line.n_failed) if line.n_failed else "",
-        ])  # fmt: skip
-    return headers, cells
+    lines = sorted((_compare(line, _reference(line, fulls)) for line in lines), key=_order)
+    found = [
+        _baseline_line(line, _done(groups[(line.strategy, line.context)], metric), baselines)
+        for line in lines
+        if line.reference == line.label
+    ]
+    floors = tuple(b for b in found if b is not None)
+    facts = study_facts(rows) + _baseline_facts(list(floors), metric)
+    return Summary(metric, tuple(lines), facts, tuple(rows), floors)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from freezetune.records import atomic_write_text
+from freezetune.study.baseline import ensure_baselines
 from freezetune.study.spec import PlannedRun, StudySpec, config_hash
 from freezetune.study.store import (
     RunRow,
@@ -96,7 +97,7 @@ def _context() -> Any:
     # a fork server that imported torch once: each run forks from it in well under a second,
     # and since it never ran torch ops itself, forking it is safe (unlike forking this process)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["freezetune.train", "freezetune.study.worker"])
+    ctx.set_forkserver_preload(["freezetune.training", "freezetune.study.worker"])
     return ctx
 
 
@@ -215,6 +216,40 @@ def _save_spec(folder: Path, spec: StudySpec) -> None:
     atomic_write_text(folder / "study.yaml", text)
 
 
+def _check_jobs(jobs: int, distributed_job: bool) -> None:
+    from freezetune.errors import UserError
+
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    if distributed_job and jobs > 1:
+        raise UserError("under torchrun every run uses all processes; drop --jobs")
+
+
+def _run_grid(
+    folder: Path, spec: StudySpec, planned: list[PlannedRun], d: Dist, opts: dict[str, Any]
+) -> tuple[list[PlannedRun], dict[str, RunRow]]:
+    """Run what is left of ``planned``; the runs it ran, and every stored row after."""
+    conn = open_store(folder / "results.sqlite")
+    try:
+        rows = read_rows(conn)
+        host = socket.gethostname()
+        todo = plan_todo(planned, rows, retry_failed=opts["retry_failed"], host=host)
+        if d.enabled:
+            _execute_ranked(conn, todo, folder, opts["progress"], d)
+        elif todo:
+            _execute(conn, spec, todo, folder, opts)
+        return todo, {row.run_id: row for row in read_rows(conn)}
+    finally:
+        conn.close()
+
+
+def _report(folder: Path) -> tuple[str, Path]:
+    from freezetune.report import write_report
+
+    written = write_report(folder)
+    return written.headline, written.html
+
+
 def run_study(
     spec: StudySpec,
     out_root: str | Path = "runs",
@@ -226,19 +261,18 @@ def run_study(
 ) -> StudyOutcome:
     """Run every unfinished run of ``spec`` into ``out_root/<name>/``, then write the report.
 
+    The trivial baseline of each context's dev examples is computed first, once, into
+    ``baseline.json`` (:mod:`freezetune.study.baseline`), for the report to compare with.
+
     >>> spec = StudySpec.from_dict({"name": "d", "strategies": ["full", "bottom:2"]})
     >>> outcome = run_study(spec, "runs")  # doctest: +SKIP
     >>> outcome.folder / "report.html"  # doctest: +SKIP
     PosixPath('runs/d/report.html')
     """
     from freezetune import distributed
-    from freezetune.errors import UserError
 
-    if jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {jobs}")
     d = distributed.current()
-    if d.enabled and jobs > 1:
-        raise UserError("under torchrun every run uses all processes; drop --jobs")
+    _check_jobs(jobs, d.enabled)
     folder = study_folder(out_root, spec.name)
     if not d.is_main:
         _follow(folder, d)
@@ -246,27 +280,12 @@ def run_study(
     folder.mkdir(parents=True, exist_ok=True)
     with study_lock(folder, spec.name):
         _save_spec(folder, spec)
-        conn = open_store(folder / "results.sqlite")
-        try:
-            planned = spec.grid()
-            todo = plan_todo(
-                planned, read_rows(conn), retry_failed=retry_failed, host=socket.gethostname()
-            )
-            opts = {"jobs": jobs, "progress": progress, "total": len(planned)}
-            if d.enabled:
-                _execute_ranked(conn, todo, folder, progress, d)
-            elif todo:
-                _execute(conn, spec, todo, folder, opts)
-            rows = {row.run_id: row for row in read_rows(conn)}
-        finally:
-            conn.close()
-        status = [rows[r.run_id].status for r in planned if r.run_id in rows]
-        headline, path = "", None
-        if report:
-            from freezetune.report import write_report
-
-            written = write_report(folder)
-            headline, path = written.headline, written.html
+        planned = spec.grid()
+        ensure_baselines(folder, [run.config for run in planned])
+        opts = {"jobs": jobs, "progress": progress, "total": len(planned)}
+        todo, rows = _run_grid(folder, spec, planned, d, {**opts, "retry_failed": retry_failed})
+        headline, path = _report(folder) if report else ("", None)
+    status = [rows[r.run_id].status for r in planned if r.run_id in rows]
     return StudyOutcome(
         folder=folder,
         planned=len(planned),

@@ -100,28 +100,64 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def _unreadable(path: str | Path, err: Exception) -> UserError:
+    """The one-line error for a results file SQLite (or its JSON) can't read."""
+    return UserError(
+        f"{path} is not a readable study results file ({err}); move it aside and run "
+        "`freezetune study` again to redo its runs, or restore it from a backup"
+    )
+
+
+def _corrupt(err: sqlite3.Error) -> bool:
+    # "database is locked" and friends are not the file's fault: let them raise as they are
+    return not isinstance(err, sqlite3.OperationalError) or "locked" not in str(err)
+
+
 def open_store(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) a study's results file in WAL mode."""
+    """Open (creating if needed) a study's results file in WAL mode. A file that is not a
+    SQLite database, or a damaged one, raises UserError naming it and the fix."""
     conn = sqlite3.connect(str(path), timeout=30)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    with conn:
-        conn.executescript(SCHEMA)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        with conn:
+            conn.executescript(SCHEMA)
+    except sqlite3.DatabaseError as err:
+        conn.close()
+        if not _corrupt(err):
+            raise
+        raise _unreadable(path, err) from None
     return conn
 
 
+def _decode(row: sqlite3.Row) -> RunRow:
+    data = dict(row)
+    for key in JSON_COLUMNS:
+        data[key] = json.loads(data[key]) if data[key] is not None else None
+    data["timeline"] = data["timeline"] or []
+    data["curve"] = data["curve"] or []
+    data["config"] = data["config"] or {}
+    return RunRow(**data)
+
+
+def _path_of(conn: sqlite3.Connection) -> str:
+    try:
+        found = [r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"]
+    except sqlite3.Error:
+        found = []
+    return found[0] if found and found[0] else "results.sqlite"
+
+
 def read_rows(conn: sqlite3.Connection) -> list[RunRow]:
-    """All runs, in the order they were first started."""
-    rows = []
-    for row in conn.execute("SELECT * FROM runs ORDER BY rowid"):
-        data = dict(row)
-        for key in JSON_COLUMNS:
-            data[key] = json.loads(data[key]) if data[key] is not None else None
-        data["timeline"] = data["timeline"] or []
-        data["curve"] = data["curve"] or []
-        data["config"] = data["config"] or {}
-        rows.append(RunRow(**data))
-    return rows
+    """All runs, in the order they were first started; a damaged file raises UserError."""
+    try:
+        return [_decode(row) for row in conn.execute("SELECT * FROM runs ORDER BY rowid")]
+    except sqlite3.DatabaseError as err:
+        if not _corrupt(err):
+            raise
+        raise _unreadable(_path_of(conn), err) from None
+    except (ValueError, TypeError) as err:  # a row's JSON or columns are damaged
+        raise _unreadable(_path_of(conn), err) from None
 
 
 def start_run(conn: sqlite3.Connection, run: PlannedRun) -> None:

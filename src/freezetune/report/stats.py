@@ -1,0 +1,86 @@
+"""The report's statistics over seeds: mean and Student-t interval, Welch's t-test, Fieller's
+interval for a ratio of means, and the Pareto front. Pure functions of numbers.
+
+>>> [round(x, 4) for x in mean_ci([0.8, 0.9, 1.0])]  # mean, std, 95% Student-t interval
+[0.9, 0.1, 0.6516, 1.1484]
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from scipy import stats
+
+__all__ = ["NAN", "mean_ci", "pareto_front", "ratio_ci", "welch_p"]
+
+NAN = float("nan")
+
+
+def mean_ci(
+    values: list[float] | tuple[float, ...], level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """Mean, sample std and the Student-t confidence interval (NaN where n < 2)."""
+    if not values:
+        return NAN, NAN, NAN, NAN
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, NAN, NAN, NAN
+    std = statistics.stdev(values)
+    half = float(stats.t.ppf((1 + level) / 2, len(values) - 1)) * std / math.sqrt(len(values))
+    return mean, std, mean - half, mean + half
+
+
+def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
+    """Two-sided Welch's t-test p-value; None when either side has fewer than 2 values.
+
+    >>> welch_p((1.0, 1.0), (1.0, 1.0)), welch_p((1.0,), (2.0, 3.0))
+    (1.0, None)
+    """
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def ratio_ci(
+    a: float, var_a: float, b: float, var_b: float, df: int, level: float = 0.95
+) -> tuple[float, float]:
+    """Fieller's interval for ``a / b``, two independent means with variances ``var_a`` and
+    ``var_b`` (of the means) and ``df`` degrees of freedom: every theta with
+    ``(a - theta * b)**2 <= t**2 * (var_a + theta**2 * var_b)``. Unbounded, (-inf, inf), when
+    ``b`` itself is not clearly away from 0 at that level.
+
+    >>> [round(x, 3) for x in ratio_ci(9.0, 0.0, 10.0, 0.0, 2)]  # no noise: the ratio itself
+    [0.9, 0.9]
+    >>> ratio_ci(1.0, 0.1, 1.0, 1.0, 2)
+    (-inf, inf)
+    """
+    if df < 1:
+        return NAN, NAN
+    t = float(stats.t.ppf((1 + level) / 2, df))
+    q = b * b - t * t * var_b
+    if q <= 0:
+        return -math.inf, math.inf
+    root = t * math.sqrt(a * a * var_b + q * var_a)  # >= 0 since q > 0
+    return (a * b - root) / q, (a * b + root) / q
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (less or equal cost, more or equal value,
+    one strictly), by increasing cost.
+
+    >>> pareto_front([(1.0, 0.8), (2.0, 0.9), (3.0, 0.85), (0.5, 0.5)])
+    [3, 0, 1]
+    """
+    front = []
+    for i, (cost, value) in enumerate(points):
+        dominated = any(
+            c <= cost and v >= value and (c < cost or v > value)
+            for j, (c, v) in enumerate(points)
+            if j != i
+        )
+        if not dominated and not (math.isnan(cost) or math.isnan(value)):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
