@@ -104,7 +104,7 @@ def training_runs(model: str, data_dir: str, out: Path) -> list[str]:
             }
         )
         started = time.perf_counter()
-        r = train(config)
+        r = train(config).to_dict()
         total = time.perf_counter() - started
         base = base or r["train_time_s"]
         rows.append(

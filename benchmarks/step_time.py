@@ -26,10 +26,12 @@ def measure(spec: str, cached: bool, bf16: bool, steps: int) -> dict:
 
     from freezetune import RunConfig
     from freezetune.batching import Collator, make_loader, tokenize
+    from freezetune.caching import make_caches
     from freezetune.freezing import apply_frozen, set_train_modes
     from freezetune.loop import autocast, forward
+    from freezetune.optim import build_optimizer
     from freezetune.records import peak_rss_mb
-    from freezetune.train import build_optimizer, make_caches, prepare
+    from freezetune.training import prepare
 
     config = RunConfig.from_dict(
         {
@@ -40,7 +42,7 @@ def measure(spec: str, cached: bool, bf16: bool, steps: int) -> dict:
         }
     )
     setup = prepare(config)
-    model, n = setup.model, setup.spec.frozen_prefix(setup.units.num_blocks)
+    model, n = setup.model, setup.spec.frozen_units(setup.units.num_blocks)
     apply_frozen(model, setup.frozen)
     set_train_modes(model, setup.units, n, True)
     features = tokenize(setup.data.train, setup.loaded.tokenizer)
@@ -52,8 +54,10 @@ def measure(spec: str, cached: bool, bf16: bool, steps: int) -> dict:
         collate=Collator.for_task(setup.loaded.tokenizer, setup.data.task),
     )
     batches = list(loader)
-    cache = make_caches(setup, model, {"train": features})["train"] if cached else None
-    optimizer = build_optimizer(setup, model)
+    t = setup.config.train
+    cache = make_caches(model, setup.units, t, setup.out, {"train": features}).train
+    cache = cache if cached else None
+    optimizer = build_optimizer(model, setup.units, setup.spec, setup.config.optim)
 
     def step(batch: dict) -> float:
         started = time.perf_counter()

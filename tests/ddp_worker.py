@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from freezetune import distributed
 from freezetune.config import RunConfig
-from freezetune.train import prepare, train
+from freezetune.training import prepare, train
 
 
 def main() -> None:

@@ -4,45 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel
+from transformers import AutoModel
 
 from freezetune import RunConfig, train
 from freezetune.cache import PrefixCache, check_cacheable
 from freezetune.classifier import FreezetuneConfig, FreezetuneForSequenceClassification
+from freezetune.families import FAMILIES
+from freezetune.testing import tiny_config
 from freezetune.units import split_units
 
-FAMILIES = {
-    "bert": {},
-    "roberta": {"pad_token_id": 1},
-    "electra": {"embedding_size": 16},
-    "distilbert": {"dim": 32, "n_layers": 3, "n_heads": 2, "hidden_dim": 37},
-    "deberta-v2": {
-        "relative_attention": True,
-        "position_buckets": 8,
-        "pos_att_type": ["p2c", "c2p"],
-    },
-    "gpt2": {"n_embd": 32, "n_layer": 3, "n_head": 2},
-    "llama": {"num_key_value_heads": 1, "head_dim": 16},
-}
-POOLING = {"gpt2": "last", "llama": "last"}
+#: every family whose record allows caching is checked here against the uncached path
+CACHEABLE = sorted(name for name, family in FAMILIES.items() if family.cacheable)
 
 
 def tiny_classifier(family: str) -> FreezetuneForSequenceClassification:
     torch.manual_seed(0)
-    kwargs = {
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 2,
-        "intermediate_size": 37,
-        "max_position_embeddings": 64,
-        **FAMILIES[family],
-    }
-    config = AutoConfig.for_model(family, **kwargs)
-    encoder = AutoModel.from_config(config)
-    head = FreezetuneConfig(
-        encoder=encoder.config, pooling=POOLING.get(family, "mean"), num_labels=2
-    )
+    encoder = AutoModel.from_config(tiny_config(family))
+    pooling = "last" if FAMILIES[family].causal else "mean"
+    head = FreezetuneConfig(encoder=encoder.config, pooling=pooling, num_labels=2)
     return FreezetuneForSequenceClassification(head, encoder=encoder).eval()
 
 
@@ -58,7 +37,7 @@ def padded_batch(lengths: list[int], width: int) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", CACHEABLE)
 @pytest.mark.parametrize("level", [2, 3, 4, 5])  # 5 = everything but the head frozen
 def test_cached_forward_equals_uncached(family, level):
     model = tiny_classifier(family)
@@ -139,20 +118,31 @@ def test_memory_mapped_cache_in_bfloat16(tmp_path):
 
 
 def test_albert_is_refused_with_a_reason():
-    config = AutoConfig.for_model(
-        "albert",
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=37,
-        embedding_size=16,
-    )
-    encoder = AutoModel.from_config(config)
+    encoder = AutoModel.from_config(tiny_config("albert"))
     model = FreezetuneForSequenceClassification(
         FreezetuneConfig(encoder=encoder.config, pooling="cls", num_labels=2), encoder=encoder
     )
     assert "shares weights" in check_cacheable(model, split_units(model))
+
+
+def wrap(encoder: torch.nn.Module) -> FreezetuneForSequenceClassification:
+    head = FreezetuneConfig(encoder=encoder.config, pooling="cls", num_labels=2)
+    return FreezetuneForSequenceClassification(head, encoder=encoder)
+
+
+def test_deberta_conv_after_block_0_is_refused():
+    model = wrap(AutoModel.from_config(tiny_config("deberta-v2", conv_kernel_size=3)))
+    assert check_cacheable(model, split_units(model)) == (
+        "encoder.encoder.conv runs after block 0, so a cache cannot start above it"
+    )
+
+
+@pytest.mark.parametrize("family", ["qwen3", "deberta", "mpnet"])
+def test_families_not_verified_are_refused(family):
+    model = wrap(AutoModel.from_config(tiny_config(family)))
+    assert check_cacheable(model, split_units(model)) == (
+        f"caching is not verified for {family} models"
+    )
 
 
 TIMES = ("train_time_s", "wall_time_s")
@@ -181,7 +171,7 @@ def run(tiny_bert, tmp_path, freeze, cache, epochs=3, name="", **train_opts):
                 "out": str(tmp_path / f"{name}{freeze}-{cache}".replace(":", "")),
             }
         )
-    )
+    ).to_dict()
 
 
 @pytest.mark.parametrize("freeze", ["bottom:2", "head", "progressive"])

@@ -115,7 +115,7 @@ def test_two_processes_train_like_one(
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "replicas drifted apart"
     one = RunConfig.from_dict(json.loads((two_process_runs / "configs.json").read_text())[index])
     one = dataclasses.replace(one, out=str(tmp_path / "one"))
-    single = train(one)
+    single = train(one).to_dict()
     alone = load_file(tmp_path / "one" / "model.safetensors")
     saved = load_file(two / "model.safetensors")  # written once, by rank 0
     for name, value in alone.items():

@@ -26,7 +26,7 @@ from freezetune.freezing import parse_freeze
     ],
 )
 def test_prefix_counts_units(text, blocks, prefix):
-    assert parse_freeze(text).frozen_prefix(blocks) == prefix
+    assert parse_freeze(text).frozen_units(blocks) == prefix
 
 
 def test_combinations_keep_every_part():
@@ -64,7 +64,7 @@ def test_bad_specs_name_the_problem(text, needle):
 @pytest.mark.parametrize("text", ["bottom:7", "top:7"])
 def test_more_blocks_than_the_model_has(text):
     with pytest.raises(UserError, match="more blocks than the model has"):
-        parse_freeze(text).frozen_prefix(6)
+        parse_freeze(text).frozen_units(6)
 
 
 @given(k=st.integers(0, 50), blocks=st.integers(0, 50))
@@ -72,9 +72,9 @@ def test_bottom_k_is_monotone_and_bounded(k, blocks):
     spec = parse_freeze(f"bottom:{k}")
     if k > blocks:
         with pytest.raises(UserError):
-            spec.frozen_prefix(blocks)
+            spec.frozen_units(blocks)
     else:
-        assert spec.frozen_prefix(blocks) == k + 1 <= blocks + 1
+        assert spec.frozen_units(blocks) == k + 1 <= blocks + 1
 
 
 @given(st.text(max_size=30))

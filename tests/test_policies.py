@@ -12,9 +12,11 @@ from freezetune.errors import UserError
 from freezetune.freezing import parse_freeze
 from freezetune.freezing.policies import (
     AutoFreeze,
+    GradientWatcher,
     Gradual,
     Progress,
     Progressive,
+    Static,
     TwoPhase,
     linear_warmup_decay,
     make_policy,
@@ -121,3 +123,10 @@ def test_make_policy_sizes_schedules_to_the_run():
         make_policy(parse_freeze("two-phase:5"), 6, 100, 20, 0.1)
     with pytest.raises(UserError, match="mode must be"):
         make_policy(parse_freeze("progressive:cubic"), 6, 100, 20, 0.1)
+
+
+def test_only_autofreeze_watches_gradients():
+    # the loop keeps block gradient sums for GradientWatchers only (they cost memory)
+    assert isinstance(AutoFreeze(num_blocks=4, interval=5), GradientWatcher)
+    others = [Static(2), Gradual(4, 5), Progressive(4), TwoPhase(4, head_steps=5)]
+    assert not any(isinstance(p, GradientWatcher) for p in others)

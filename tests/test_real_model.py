@@ -42,7 +42,7 @@ def test_head_only_on_mean_pooled_minilm_learns_sst2(tmp_path):
             "out": str(tmp_path / "out"),
         }
     )
-    result = train(cfg)
+    result = train(cfg).to_dict()
     assert result["trainable_params"] == 770
     assert result["best"]["accuracy"] > 0.7
 
@@ -61,5 +61,5 @@ def test_mrpc_pairs_report_accuracy_and_f1(tmp_path):
             "out": str(tmp_path / "out"),
         }
     )
-    result = train(cfg)
+    result = train(cfg).to_dict()
     assert result["main_metric"] == "f1" and {"accuracy", "f1"} <= set(result["best"])

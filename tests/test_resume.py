@@ -16,9 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_RUN_ARGS, wait_for_step
-from freezetune import RunConfig, train
+from freezetune import RunConfig
 from freezetune.cli import main
 from freezetune.errors import UserError
+from freezetune.training import resume, train
 
 ARGS = TINY_RUN_ARGS
 
@@ -167,7 +168,7 @@ def test_nonfinite_loss_stops_with_the_step_or_is_skipped(tiny_bert, tmp_path, m
     calls["n"] = 0
     result = train(config(tiny_bert, tmp_path / "skip", skip_nonfinite=True))
     events = (tmp_path / "skip" / "out" / "metrics.jsonl").read_text()
-    assert '"event": "skipped"' in events and result["status"] == "succeeded"
+    assert '"event": "skipped"' in events and result.status == "succeeded"
 
 
 def test_a_pickle_in_a_checkpoint_is_never_executed(tiny_bert, tmp_path):
@@ -175,7 +176,7 @@ def test_a_pickle_in_a_checkpoint_is_never_executed(tiny_bert, tmp_path):
 
     out = tmp_path / "out"
     with pytest.raises(UserError):
-        train(config(tiny_bert, tmp_path), resume=True)  # nothing to resume yet
+        resume(out)  # nothing to resume yet
     train(config(tiny_bert, tmp_path, keep_checkpoints=1))
     (out / "result.json").unlink()
     latest = sorted((out / "checkpoints").glob("step-*"))[-1]
@@ -192,5 +193,74 @@ def test_a_pickle_in_a_checkpoint_is_never_executed(tiny_bert, tmp_path):
     }
     (latest / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="cannot be loaded safely"):
-        train(config(tiny_bert, tmp_path, keep_checkpoints=1), resume=True)
+        resume(out)
     assert not (tmp_path / "pwned").exists()
+
+
+def _rewrite_state(folder: Path, state: dict) -> None:
+    """Replace a checkpoint's state.pt and keep its manifest true (as a writer would)."""
+    import freezetune.checkpoint as checkpoint
+
+    torch.save(state, folder / "state.pt")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["state.pt"] = {
+        "bytes": (folder / "state.pt").stat().st_size,
+        "sha256": checkpoint._sha256(folder / "state.pt"),
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _format_1(state: dict) -> dict:
+    """The state.pt layout written before checkpoints had a format number."""
+    loop = dict(state["loop"])
+    old = {k: v for k, v in state.items() if k not in ("format", "loop")}
+    return {
+        **old,
+        "step": loop.pop("step"),
+        "frozen_prefix": loop.pop("frozen_units"),
+        "loop": loop,
+    }
+
+
+def _stop_at(out: Path, step: int) -> Path:
+    """Make ``out`` look killed right after the checkpoint of ``step``; return that checkpoint."""
+    (out / "result.json").unlink()
+    folders = sorted((out / "checkpoints").glob("step-*"))
+    for later in folders[step:]:
+        for f in later.iterdir():
+            f.unlink()
+        later.rmdir()
+    return folders[step - 1]
+
+
+@pytest.mark.parametrize("freeze", ["bottom:2", "autofreeze:n=4"])
+def test_a_checkpoint_of_the_previous_format_resumes_bit_identically(tiny_bert, tmp_path, freeze):
+    cfg = config(tiny_bert, tmp_path, epochs=2, keep_checkpoints=100)
+    cfg = RunConfig.from_dict({**cfg.to_dict(), "freeze": freeze})  # bottom:2 caches states
+    out = Path(cfg.out)
+    whole = train(cfg)
+    expected = comparable(out), load_file(out / "model.safetensors")
+    folder = _stop_at(out, 3)  # of 8 steps
+    state = torch.load(folder / "state.pt", weights_only=True)
+    assert state["format"] == 2 and state["loop"]["step"] == 3
+    _rewrite_state(folder, _format_1(state))
+    again = resume(out)
+    assert again.steps == whole.steps and again.final == {**whole.final, **timing(again.final)}
+    assert comparable(out) == expected[0]
+    weights = load_file(out / "model.safetensors")
+    assert all(torch.equal(weights[k], v) for k, v in expected[1].items())
+
+
+def timing(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k.endswith("time_s")}
+
+
+@pytest.mark.parametrize("bad", [{"format": 99}, {"format": 2, "loop": {}}, {"x": 1}])
+def test_a_checkpoint_of_an_unknown_format_is_refused_in_one_line(tiny_bert, tmp_path, bad):
+    out = tmp_path / "out"
+    train(config(tiny_bert, tmp_path, keep_checkpoints=1))
+    folder = _stop_at(out, 1)
+    _rewrite_state(folder, bad)
+    with pytest.raises(UserError, match="cannot read") as err:
+        resume(out)
+    assert "\n" not in str(err.value)

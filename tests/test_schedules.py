@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
 from freezetune import RunConfig, train
+from freezetune.freezing import GradientWatcher, Progress
 from freezetune.freezing.policies import linear_warmup_decay
 from freezetune.loop import Loop
-from freezetune.train import prepare
+from freezetune.training import prepare
 
 
 def config(tiny_bert, tmp_path, freeze, epochs=3, **train_kw):
@@ -38,18 +41,18 @@ def watch(monkeypatch):
     original = Loop.refreeze
 
     def refreeze(self):
-        before = self.frozen_prefix
+        before = self.state.frozen_units
         original(self)
-        if self.frozen_prefix != before:
+        if self.state.frozen_units != before:
             self.set_learning_rates()  # idempotent: the loop sets the same LRs right after
             changes.append(
                 {
-                    "step": self.step,
-                    "n": self.frozen_prefix,
+                    "step": self.state.step,
+                    "n": self.state.frozen_units,
                     "params": {k: v.detach().clone() for k, v in self.model.named_parameters()},
                     "training": {
                         u.name: [self.model.get_submodule(m).training for m in u.modules]
-                        for u in self.setup.units.units
+                        for u in self.units.units
                     },
                     "state": {
                         n
@@ -123,7 +126,7 @@ def test_progressive_freezes_bottom_up_and_frozen_units_stop_changing(tiny_bert,
             assert grads[name] is None
         frozen_units = [u.name for u in setup.units.units[: change["n"]]]
         assert all(not any(change["training"][u]) for u in frozen_units)
-    timeline = result["freeze_timeline"]
+    timeline = result.freeze_timeline
     assert [e["units_frozen"] for e in timeline] == ns
     events = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [e["units_frozen"] for e in events if e["event"] == "freeze"] == ns
@@ -134,13 +137,55 @@ def test_autofreeze_decides_from_gradients_and_freezes_monotonically(tiny_bert, 
     setup = prepare(cfg)
     result = train(cfg, setup)
     watch, final, _ = split(watch)
-    decisions = result["policy_state"]["decisions"]
+    decisions = result.policy_state["decisions"]
     assert len(decisions) == 5  # 12 steps / interval 2 -> 6 decision points, the first stores
     frozen = [d["blocks_frozen"] for d in decisions]
     assert frozen == sorted(frozen) and max(frozen) <= setup.units.num_blocks - 1
     for change in watch[1:]:
         for name in unit_params(setup, change["n"]):
             assert torch.equal(change["params"][name], final[name]), name
+
+
+@dataclass
+class Watcher:
+    """A new adaptive policy, written in tests only: the loop must feed it like AutoFreeze."""
+
+    num_blocks: int
+    name: str = "watcher"
+    seen: list = field(default_factory=list)
+
+    def is_decision_step(self, step: int) -> bool:
+        return step % 3 == 0
+
+    def decide(self, norms: list[float], step: int = 0) -> int:
+        self.seen.append((step, norms))
+        return 0
+
+    def frozen_units(self, progress: Progress) -> int:
+        return 0
+
+    def lr_factor(self, unit: int, progress: Progress) -> float | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {"seen": len(self.seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def test_any_gradient_watcher_gets_block_norms_at_its_decision_steps(
+    tiny_bert, tmp_path, monkeypatch
+):
+    module = importlib.import_module("freezetune.training")
+
+    watcher = Watcher(num_blocks=3)
+    assert isinstance(watcher, GradientWatcher)
+    monkeypatch.setattr(module, "make_policy", lambda *args: watcher)
+    result = train(config(tiny_bert, tmp_path, "full", epochs=3))  # 12 steps
+    assert [step for step, _ in watcher.seen] == [3, 6, 9, 12]
+    assert all(len(norms) == 3 and min(norms) > 0 for _, norms in watcher.seen)
+    assert result.policy_state == {"seen": 4}
 
 
 def test_two_phase_head_first_then_all(tiny_bert, tmp_path, watch):
@@ -182,7 +227,7 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_bert, tmp_path, 
             assert changed, name
         elif "lora_A" not in name:
             assert not changed, name  # every base weight stays as pretrained
-    assert result["trainable_params"] < result["total_params"] // 10
+    assert result.trainable_params < result.total_params // 10
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
     assert not any("lora" in n for n, _ in saved.named_parameters())
     merged = setup.loaded.model.eval()  # the adapters were folded into it before saving

@@ -15,7 +15,7 @@ import yaml
 from freezetune.cli import main
 from freezetune.config import load_yaml
 from freezetune.errors import UserError
-from freezetune.study import StudySpec, plan_todo, preset_strategies, study_lock
+from freezetune.study import Strategy, StudySpec, plan_todo, preset_strategies, study_lock
 from freezetune.study.spec import num_blocks_of
 from freezetune.study.store import RunRow, fail_run, finish_run, open_store, read_rows, start_run
 
@@ -82,6 +82,10 @@ def test_every_shipped_study_config_loads(path):
     [
         ({"strategy": ["full"]}, "unknown study key strategy"),
         ({"strategies": [3]}, "bad strategy 3"),
+        ({"strategies": ["full", "botom:3"]}, "strategy 'botom:3': unknown --freeze part"),
+        ({"strategies": [{"freeze": "bogus", "optim.lr": 1e-3}]}, "strategy 'bogus': unknown"),
+        ({"strategies": ["full"], "base": {"train": 3}}, "section train must be a mapping"),
+        ({"strategies": ["full"], "base": {"optim": 3}}, "section optim must be a mapping"),
         ({"strategies": [{"freeze": "head", "lr": 1}]}, "section.key"),
         ({"strategies": [{"freeze": "head", "optim.lr": 5}]}, "strategy head: optim.lr must be"),
         ({"strategies": ["full"], "base": {"freeze": "head"}}, "must not set freeze"),
@@ -135,7 +139,8 @@ def test_a_second_holder_of_the_study_lock_is_refused(tmp_path):
 # ---- end to end through the CLI on the tiny model -------------------------------------------
 
 
-def study_args(tiny_bert, root, *extra, strategies="full,bottom:1,nonsense"):
+# bottom:9 parses, so the study starts; it fails at run time on the 3-block tiny model
+def study_args(tiny_bert, root, *extra, strategies="full,bottom:1,bottom:9"):
     return [
         "study", "--name", "tiny", "--strategies", strategies, "--seeds", "0,1",
         "--model", tiny_bert, "--task", "sst2", "--max-train-samples", "32",
@@ -172,12 +177,12 @@ def test_study_runs_the_grid_records_failures_and_writes_the_report(tiny_study, 
     assert len(rows) == 6
     status = sorted((r["strategy"], r["seed"], r["status"]) for r in rows.values())
     assert status == [
-        ("bottom:1", 0, "succeeded"), ("bottom:1", 1, "succeeded"), ("full", 0, "succeeded"),
-        ("full", 1, "succeeded"), ("nonsense", 0, "failed"), ("nonsense", 1, "failed"),
+        ("bottom:1", 0, "succeeded"), ("bottom:1", 1, "succeeded"), ("bottom:9", 0, "failed"),
+        ("bottom:9", 1, "failed"), ("full", 0, "succeeded"), ("full", 1, "succeeded"),
     ]  # fmt: skip
     for row in rows.values():
         if row["status"] == "failed":
-            assert "unknown --freeze part 'nonsense'" in row["error"]
+            assert "more blocks than the model has" in row["error"]
             continue
         result = json.loads(row["result"])
         assert result["best"]["step"] >= 1 and result["peak_rss_mb"] > 0
@@ -186,7 +191,7 @@ def test_study_runs_the_grid_records_failures_and_writes_the_report(tiny_study, 
         assert row["git"] and json.loads(row["versions"])["torch"]
     for name in ("report.html", "report.md", "results.csv", "study.yaml", "plots/pareto.png"):
         assert (folder / name).is_file(), name
-    assert "| nonsense | — | 0 |" in (folder / "report.md").read_text()
+    assert "| bottom:9 | — | 0 |" in (folder / "report.md").read_text()
 
 
 def test_rerunning_skips_finished_runs(tiny_bert, tiny_study, capsys):
@@ -260,7 +265,28 @@ def test_bad_study_yaml_exits_2_before_anything_runs(tmp_path, capsys):
 
 
 def test_jobs_run_several_at_once(tiny_bert, tmp_path):
-    args = study_args(tiny_bert, tmp_path, "--jobs", "2", strategies="nonsense,bogus")
+    args = study_args(tiny_bert, tmp_path, "--jobs", "2", strategies="bottom:8,bottom:9")
     assert main(args) == 0
     rows = rows_of(tmp_path / "tiny")
     assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"failed"}
+
+
+def test_a_bad_strategy_fails_the_command_at_once_with_one_line(tmp_path, capsys, monkeypatch):
+    import freezetune.study.runner as runner
+
+    def never(*args, **kw):
+        raise AssertionError("the study started")
+
+    monkeypatch.setattr(runner, "run_study", never)
+    code = main(["study", "--strategies", "full,bogus", "--out-root", str(tmp_path), "--name", "x"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "strategy 'bogus': unknown --freeze part 'bogus'" in err[0], err
+    assert list(tmp_path.iterdir()) == []  # no study folder, no run folders
+
+
+def test_a_spec_built_directly_is_validated_too():
+    with pytest.raises(UserError, match="strategy 'bogus'"):
+        Strategy("bogus")
+    with pytest.raises(UserError, match=r"study s, strategy full: optim\.lr must be in"):
+        StudySpec(name="s", base={"optim": {"lr": 5}})

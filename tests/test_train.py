@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from freezetune import RunConfig, train
-from freezetune.train import build_optimizer, prepare
+from freezetune.optim import build_optimizer
+from freezetune.records import RunResult
+from freezetune.training import prepare
 
 
 def config(tiny_bert, tmp_path, freeze="full", **train_kw):
@@ -59,7 +61,7 @@ def test_frozen_parameters_never_reach_the_optimizer(tiny_bert, tmp_path):
     from freezetune.freezing import apply_frozen
 
     apply_frozen(model, setup.frozen)
-    optimizer = build_optimizer(setup, model)
+    optimizer = build_optimizer(model, setup.units, setup.spec, setup.config.optim)
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     for name, param in model.named_parameters():
         assert (id(param) in in_optimizer) == (name not in setup.frozen)
@@ -85,9 +87,9 @@ def test_adamw_skips_params_without_grad_even_with_weight_decay():
 def test_same_seed_same_metrics_and_weights(tiny_bert, tmp_path):
     a = train(config(tiny_bert, tmp_path / "a", "bottom:1"))
     b = train(config(tiny_bert, tmp_path / "b", "bottom:1"))
-    untimed = lambda r: {k: v for k, v in r["final"].items() if not k.endswith("time_s")}  # noqa: E731
+    untimed = lambda r: {k: v for k, v in r.final.items() if not k.endswith("time_s")}  # noqa: E731
     assert untimed(a) == untimed(b)
-    assert a["best"]["accuracy"] == b["best"]["accuracy"]
+    assert a.best_score == b.best_score
     wa = load_file(str(tmp_path / "a" / "out" / "model.safetensors"))
     wb = load_file(str(tmp_path / "b" / "out" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -114,7 +116,9 @@ def test_outputs_result_metrics_and_a_loadable_model(tiny_bert, tmp_path):
         "machine",
     ):
         assert key in saved, key
-    assert saved["best"] == result["best"] and saved["config"]["freeze"] == "bottom:1"
+    assert saved == json.loads(json.dumps(result.to_dict()))  # result.json is the RunResult
+    assert RunResult.from_dict(saved).to_dict() == saved and result.out == out
+    assert saved["best"] == result.best and saved["config"]["freeze"] == "bottom:1"
     assert 0 < saved["trainable_params"] < saved["total_params"]
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "start"
@@ -130,7 +134,7 @@ def test_outputs_result_metrics_and_a_loadable_model(tiny_bert, tmp_path):
 
 def test_gradient_accumulation_and_bf16_run(tiny_bert, tmp_path):
     result = train(config(tiny_bert, tmp_path, "bottom:1", grad_accum=2, bf16=True))
-    assert result["steps"] == 2 * 3  # 96 / 16 = 6 micro-batches -> 3 steps per epoch
+    assert result.steps == 2 * 3  # 96 / 16 = 6 micro-batches -> 3 steps per epoch
 
 
 def test_regression_task_trains_with_mse(tiny_bert, tmp_path):
@@ -144,4 +148,4 @@ def test_regression_task_trains_with_mse(tiny_bert, tmp_path):
         }
     )
     result = train(cfg)
-    assert result["main_metric"] == "pearson" and "spearman" in result["best"]
+    assert result.main_metric == "pearson" and result.best and "spearman" in result.best

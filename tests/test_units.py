@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
 from torch import nn
 from transformers import (
-    AlbertConfig,
     AutoModel,
     AutoModelForSequenceClassification,
-    BertConfig,
-    DebertaV2Config,
-    DistilBertConfig,
-    ElectraConfig,
-    GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
     PreTrainedConfig,
-    RobertaConfig,
 )
 
 from freezetune.errors import UserError
+from freezetune.testing import tiny_config
 from freezetune.units import (
     EMBEDDINGS,
     HEAD,
@@ -36,48 +28,17 @@ from freezetune.units import (
 
 LAYERS = 3
 HIDDEN = 32
-COMMON: dict[str, Any] = {
-    "vocab_size": 100,
-    "hidden_size": HIDDEN,
-    "num_hidden_layers": LAYERS,
-    "num_attention_heads": 2,
-    "intermediate_size": 37,
-}
 
 
-def deberta_config() -> DebertaV2Config:
+def deberta_config() -> PreTrainedConfig:
     """Relative attention with normalised relative embeddings and the layer-0 conv."""
-    config = DebertaV2Config(**COMMON, relative_attention=True, pos_att_type=["p2c", "c2p"])
-    config.position_buckets = 8
-    config.norm_rel_ebd = "layer_norm"
-    config.conv_kernel_size = 3
-    return config
+    return tiny_config("deberta-v2", norm_rel_ebd="layer_norm", conv_kernel_size=3)
 
 
-def gpt2_config() -> GPT2Config:
-    return GPT2Config(
-        vocab_size=100,
-        n_embd=HIDDEN,
-        n_layer=LAYERS,
-        n_head=2,
-        n_positions=64,
-        pad_token_id=0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-
-
+FAMILIES = ("bert", "roberta", "distilbert", "electra", "albert", "gpt2", "llama")
 CONFIGS: dict[str, Callable[[], PreTrainedConfig]] = {
-    "bert": lambda: BertConfig(**COMMON),
-    "roberta": lambda: RobertaConfig(**COMMON),
-    "distilbert": lambda: DistilBertConfig(
-        vocab_size=100, dim=HIDDEN, n_layers=LAYERS, n_heads=2, hidden_dim=37
-    ),
-    "electra": lambda: ElectraConfig(embedding_size=16, **COMMON),
+    **{name: (lambda name=name: tiny_config(name)) for name in FAMILIES},
     "deberta-v2": deberta_config,
-    "albert": lambda: AlbertConfig(embedding_size=16, **COMMON),
-    "gpt2": gpt2_config,
-    "llama": lambda: LlamaConfig(**COMMON, num_key_value_heads=1, pad_token_id=0),
 }
 
 # blocks path relative to the base model, and a parameter prefix (relative to the base model)
@@ -230,7 +191,7 @@ def test_llama_final_norm_in_head() -> None:
 
 
 def test_tied_lm_head_counted_once() -> None:
-    model = GPT2LMHeadModel(gpt2_config())
+    model = GPT2LMHeadModel(tiny_config("gpt2"))
     units = split_units(model)
     assert_partition(model, units)
     assert "transformer.wte.weight" in units.units[0].params
@@ -268,7 +229,7 @@ def test_albert_shared_block() -> None:
 
 
 def test_albert_several_groups() -> None:
-    config = AlbertConfig(embedding_size=16, **{**COMMON, "num_hidden_layers": 4})
+    config = tiny_config("albert", num_hidden_layers=4)
     config.num_hidden_groups = 2
     model = AutoModelForSequenceClassification.from_config(config)
     units = split_units(model)

@@ -1,8 +1,8 @@
 """Frozen-prefix activation caching: frozen units run once, later epochs start above them.
 
-When the first ``level`` units (embeddings + ``level - 1`` blocks) are frozen, they are a fixed
-function (eval mode, no gradient), so the hidden state entering the first trainable block is
-stored per example, unpadded, the first time a batch computes it. Once every example of a batch
+When the first ``frozen_units`` units (embeddings + ``frozen_units - 1`` blocks) are frozen,
+they are a fixed function (eval mode, no gradient), so the hidden state entering the first
+trainable block is stored per example, unpadded, the first time a batch computes it. Once every example of a batch
 is stored, the model runs from that block on: the frozen blocks are swapped out of the block
 list for a stand-in that returns the stored states, and the model's own code still builds the
 attention mask, positions and final norm, so nothing architecture-specific is re-implemented.
@@ -23,16 +23,11 @@ import torch
 from torch import nn
 
 from freezetune.errors import UserError
+from freezetune.families import get_family, hidden_size
 from freezetune.units import Units
 
-__all__ = ["CACHEABLE_FAMILIES", "ActivationCache", "PrefixCache", "check_cacheable"]
+__all__ = ["ActivationCache", "PrefixCache", "check_cacheable"]
 
-#: families whose block loop caching was checked against the uncached path (tests/test_cache.py)
-CACHEABLE_FAMILIES = frozenset(
-    {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "deberta-v2", "gpt2", "llama"}
-)
-#: families whose blocks return (hidden, extra) tuples instead of a tensor
-TUPLE_OUTPUT = frozenset({"deberta-v2"})
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -40,11 +35,12 @@ def check_cacheable(model: nn.Module, units: Units) -> str | None:
     """None when frozen-prefix caching is exact for this model, else the reason it is not."""
     if units.shared_blocks:
         return f"{units.family} shares weights across layers, so a frozen prefix is not a prefix"
-    if units.family not in CACHEABLE_FAMILIES:
+    family = get_family(units.family)
+    if family is None or not family.cacheable:  # Family.cacheable: checked in test_cache.py
         return f"caching is not verified for {units.family} models"
-    conv = getattr(getattr(getattr(model, "encoder", None), "encoder", None), "conv", None)
-    if conv is not None:
-        return "DeBERTa-v2 with a convolution after block 0 cannot start above it"
+    after = units.units[1].modules[1:]  # Layout.first_block: what runs right after block 0
+    if after:  # (DeBERTa-v2's encoder.conv)
+        return f"{', '.join(after)} runs after block 0, so a cache cannot start above it"
     return None
 
 
@@ -67,15 +63,16 @@ class ActivationCache:
             raw = torch.from_numpy(array)
             self.data = raw if dtype == torch.float32 else raw.view(dtype)
         self.filled = torch.zeros(len(lengths), dtype=torch.bool)
-        self.level = 0  # units frozen when the stored states were computed
+        # frozen_units when the stored states were computed ("level" in checkpoints and stats)
+        self.level = 0
 
     @property
     def nbytes(self) -> int:
         return self.data.numel() * self.data.element_size()
 
-    def reset(self, level: int) -> None:
+    def reset(self, frozen_units: int) -> None:
         self.filled.zero_()
-        self.level = level
+        self.level = frozen_units
 
     def has(self, index: torch.Tensor) -> bool:
         return bool(self.filled[index].all())
@@ -119,7 +116,7 @@ class PrefixCache:
     """Runs a model's forward from cached frozen-prefix states when it can (see module doc).
 
     >>> cache = PrefixCache(model, units, lengths=[12, 7, 30])  # doctest: +SKIP
-    >>> out = cache.forward(batch, level=3)  # doctest: +SKIP
+    >>> out = cache.forward(batch, frozen_units=3)  # doctest: +SKIP
     """
 
     def __init__(
@@ -141,21 +138,21 @@ class PrefixCache:
         self.path = spill if spill is not None and size_mb > budget_mb else None
         self.store = ActivationCache(lengths, hidden, torch_dtype, self.path)
         self.advance_time = self.store_time = 0.0  # seconds spent building the cache
-        self.as_tuple = units.family in TUPLE_OUTPUT
+        family = get_family(units.family)
+        self.as_tuple = family is not None and family.block_output == "tuple"
         self.hits = self.misses = 0
 
     def _hidden_size(self) -> int:
         config: Any = getattr(self.model, "config", None)
-        config = getattr(config, "encoder", config)
-        size = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+        size = hidden_size(getattr(config, "encoder", config))
         if size is None:
             raise UserError("cannot tell the model's hidden size for caching; pass --no-cache")
-        return int(size)
+        return size
 
     # 1) where the state is read: the input of the first trainable block, or (head only)
     #    the output of the last block
-    def _hook(self, level: int, sink: Any) -> Any:
-        first_trainable = level - 1
+    def _hook(self, frozen_units: int, sink: Any) -> Any:
+        first_trainable = frozen_units - 1
         if first_trainable < len(self.blocks):
 
             def pre(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -168,26 +165,26 @@ class PrefixCache:
 
         return self.blocks[-1].register_forward_hook(post)
 
-    # 2) where it is written back: blocks[:level-1] replaced by a stand-in
+    # 2) where it is written back: blocks[:frozen_units-1] replaced by a stand-in
     @contextlib.contextmanager
     def _start_at(
-        self, level: int, hidden: torch.Tensor, upto: int | None = None
+        self, frozen_units: int, hidden: torch.Tensor, upto: int | None = None
     ) -> Iterator[None]:
-        kept = list(self.blocks)[level - 1 : upto]
+        kept = list(self.blocks)[frozen_units - 1 : upto]
         setattr(self.parent, self.attr, nn.ModuleList([_Given(hidden, self.as_tuple), *kept]))
         try:
             yield
         finally:
             setattr(self.parent, self.attr, self.blocks)
 
-    def set_level(self, level: int) -> None:
-        """Frozen units changed: advance stored states to ``level``, or drop them."""
-        if level == self.store.level:
+    def set_level(self, frozen_units: int) -> None:
+        """Frozen units changed: advance stored states to ``frozen_units``, or drop them."""
+        if frozen_units == self.store.level:
             return
-        if level < 2 or level < self.store.level or not self.store.filled.any():
-            self.store.reset(level)
+        if frozen_units < 2 or frozen_units < self.store.level or not self.store.filled.any():
+            self.store.reset(frozen_units)
             return
-        self._advance(level)
+        self._advance(frozen_units)
 
     def close(self) -> None:
         """Free the stored states; delete the spilled file (and its folder, once empty)."""
@@ -209,7 +206,7 @@ class PrefixCache:
         }
 
     @torch.no_grad()
-    def _advance(self, level: int, batch_size: int = 64) -> None:
+    def _advance(self, frozen_units: int, batch_size: int = 64) -> None:
         started = time.perf_counter()
         old, filled = self.store.level, self.store.filled.nonzero().flatten()
         order = filled[torch.argsort(self.store.lengths[filled], descending=True)]
@@ -220,21 +217,21 @@ class PrefixCache:
             width = int(self.store.lengths[index].max())
             mask = (torch.arange(width)[None, :] < self.store.lengths[index][:, None]).long()
             hidden = self.store.gather(index, width).to(self._device())
-            self.store.store(index, self._run_to(old, level, hidden, mask.to(hidden.device)))
-        self.store.level = level
+            self.store.store(index, self._run_to(old, frozen_units, hidden, mask.to(hidden.device)))
+        self.store.level = frozen_units
         for module, training in modes.items():
             module.train(training)
         self.advance_time += time.perf_counter() - started
 
     def _run_to(
-        self, old: int, level: int, hidden: torch.Tensor, mask: torch.Tensor
+        self, old: int, frozen_units: int, hidden: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         def stop(state: torch.Tensor) -> None:
             raise _Captured(state)
 
         ids = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
         with self._start_at(old, hidden):
-            handle = self._hook(level, stop)  # hooks sit on the block objects themselves
+            handle = self._hook(frozen_units, stop)  # hooks sit on the block objects themselves
             try:
                 self.model(input_ids=ids, attention_mask=mask)
             except _Captured as done:
@@ -251,20 +248,21 @@ class PrefixCache:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def forward(self, batch: dict[str, torch.Tensor], level: int) -> Any:
-        """The model's output for ``batch`` with ``level`` units frozen, from cache if it can."""
+    def forward(self, batch: dict[str, torch.Tensor], frozen_units: int) -> Any:
+        """The model's output for ``batch`` with ``frozen_units`` leading units frozen, read
+        from the cache when it can."""
         index = batch.pop("index").cpu()  # the cache lives in host memory
-        self.set_level(level)
-        if level < 2:
+        self.set_level(frozen_units)
+        if frozen_units < 2:
             return self.runner(**batch)
         if self.store.has(index):
             self.hits += 1
             width = batch["input_ids"].shape[1]
             hidden = self.store.gather(index, width).to(self._device())
-            with self._start_at(level, hidden):
+            with self._start_at(frozen_units, hidden):
                 return self.runner(**batch)
         self.misses += 1
-        handle = self._hook(level, lambda h: self._store(index, h))
+        handle = self._hook(frozen_units, lambda h: self._store(index, h))
         try:
             return self.runner(**batch)
         finally:

@@ -1,11 +1,17 @@
 """Crash-safe checkpoints and exact resume.
 
-A checkpoint is a folder ``<out>/checkpoints/step-NNNNNNN`` holding the weights
+A checkpoint is a folder ``<out>/checkpoints/step-NNNNNNNNN`` holding the weights
 (safetensors), the optimizer, RNG, data position, freezing-policy and loop state
-(``state.pt``, read back with ``weights_only=True``), the best weights so far, AutoFreeze's
-gradient sums, the activation caches, and a ``manifest.json`` with every file's size and
-SHA-256, written last. It is built in a temporary folder, fsynced and renamed into place, so a
-crash leaves the previous checkpoint intact; a truncated or corrupt one is skipped on resume.
+(``state.pt``, read back with ``weights_only=True``), the best weights so far, a gradient
+watcher's sums (AutoFreeze), the activation caches, and a ``manifest.json`` with every file's
+size and SHA-256, written last. It is built in a temporary folder, fsynced and renamed into
+place, so a crash leaves the previous checkpoint intact; a truncated or corrupt one is skipped
+on resume.
+
+What it holds is :class:`Resumable`, and nothing else: the loop's own counters are one
+:class:`~freezetune.state.LoopState`. ``state.pt`` carries ``format`` (:data:`FORMAT`);
+checkpoints from before the number existed (format 1) are read as well, and any other layout
+is refused with one line.
 """
 
 from __future__ import annotations
@@ -16,21 +22,79 @@ import os
 import random
 import shutil
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from freezetune.caching import Caches
+from freezetune.distributed import Dist
 from freezetune.errors import UserError
+from freezetune.freezing.gradients import BlockGradients
+from freezetune.freezing.policies import Policy
+from freezetune.state import LoopState
 
-__all__ = ["find_latest", "restore", "rng_state", "save", "step_folder"]
+__all__ = [
+    "FORMAT",
+    "Position",
+    "Resumable",
+    "find_latest",
+    "restore",
+    "rng_state",
+    "save",
+    "step_folder",
+]
 
 PREFIX = "step-"
+#: layout of ``state.pt``: 2 added this number and moved ``step`` and the frozen-unit count
+#: into ``loop`` (a LoopState); 1 is what came before, still read
+FORMAT = 2
+#: what ``state.pt`` must hold besides ``format``
+STATE_KEYS = (
+    "epoch",
+    "batch",
+    "loop",
+    "policy",
+    "optimizer",
+    "rngs",
+    "metrics_bytes",
+    "world",
+    "steps_per_epoch",
+    "caches",
+)
 
 
-def _tensors(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+class Position(NamedTuple):
+    """Where training continues: the next batch index ``batch`` of epoch ``epoch``."""
+
+    epoch: int
+    batch: int
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """Everything of a run that a checkpoint saves and restores: this is the format's contents.
+
+    ``state``, the optimizer, the policy, the caches and ``grads`` are restored in place;
+    ``metrics_path`` is cut back to what was logged when the checkpoint was written.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    policy: Policy
+    state: LoopState
+    caches: Caches
+    grads: BlockGradients | None
+    metrics_path: Path
+    steps_per_epoch: int
+
+
+def _tensors(named: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in named.items()}
 
 
@@ -62,19 +126,21 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_files(loop: Any, folder: Path, epoch: int, batch: int, rngs: list | None) -> None:
-    params = dict(loop.model.named_parameters())
+def _write_files(
+    parts: Resumable, folder: Path, position: Position, rngs: list | None, dist: Dist
+) -> None:
+    params = dict(parts.model.named_parameters())
     save_file(_tensors(params), folder / "model.safetensors")
-    save_file(_tensors(loop.best_weights), folder / "best.safetensors")
-    if loop.grads is not None:
+    save_file(_tensors(parts.state.best_weights), folder / "best.safetensors")
+    if parts.grads is not None:
         names = {id(p): n for n, p in params.items()}
         save_file(
-            _tensors({names[k]: v for k, v in loop.grads.sums.items()}),
+            _tensors({names[k]: v for k, v in parts.grads.sums.items()}),
             folder / "grads.safetensors",
         )
     caches = {}
-    for name, cache in (("train", loop.cache), ("validation", loop.eval_cache)):
-        if cache is not None and not loop.dist.enabled:  # under DDP each rank's is its own
+    for name, cache in parts.caches.items():
+        if not dist.enabled:  # under DDP each rank's is its own
             store = cache.store
             save_file(
                 {"data": store.data.contiguous(), "filled": store.filled.to(torch.uint8)},
@@ -82,52 +148,48 @@ def _write_files(loop: Any, folder: Path, epoch: int, batch: int, rngs: list | N
             )
             caches[name] = store.level
     state = {
-        "epoch": epoch,
-        "batch": batch,
-        "step": loop.step,
-        "frozen_prefix": loop.frozen_prefix,
-        "loop": {
-            k: getattr(loop, k)
-            for k in (
-                "trainable",
-                "timeline",
-                "best",
-                "last",
-                "train_time",
-                "eval_time",
-                "examples",
-            )
-        },
-        "policy": loop.policy.state_dict(),
-        "optimizer": loop.optimizer.state_dict(),
+        "format": FORMAT,
+        "epoch": position.epoch,
+        "batch": position.batch,
+        "loop": parts.state.state_dict(),
+        "policy": parts.policy.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
         "rngs": rngs or [rng_state()],  # one per rank: each resumes its own stream
-        "metrics_bytes": Path(loop.metrics_path).stat().st_size,
-        "world": loop.dist.world,
-        "steps_per_epoch": loop.steps_per_epoch,
+        "metrics_bytes": parts.metrics_path.stat().st_size,
+        "world": dist.world,
+        "steps_per_epoch": parts.steps_per_epoch,
         "caches": caches,
     }
     torch.save(state, folder / "state.pt")
 
 
-def step_folder(loop: Any) -> Path:
-    """Where the checkpoint of ``loop``'s current step goes."""
-    return Path(loop.metrics_path).parent / "checkpoints" / f"{PREFIX}{loop.step:09d}"
+def step_folder(out: Path, step: int) -> Path:
+    """Where the checkpoint of optimizer step ``step`` of the run in ``out`` goes."""
+    return out / "checkpoints" / f"{PREFIX}{step:09d}"
 
 
-def save(loop: Any, epoch: int, batch: int, keep: int, rngs: list | None = None) -> Path:
-    """Write a checkpoint atomically; keep the newest ``keep``; return its folder.
+def save(
+    parts: Resumable,
+    out: Path,
+    position: Position,
+    *,
+    keep: int,
+    dist: Dist,
+    rngs: list | None = None,
+) -> Path:
+    """Write a checkpoint of the run in ``out`` atomically; keep the newest ``keep``.
 
-    ``(epoch, batch)`` is where training continues: the next batch index of that epoch;
-    ``rngs`` holds each rank's RNG state (``rng_state()``); alone, this process's is taken.
+    Returns its folder. ``rngs`` holds each rank's RNG state (``rng_state()``); alone, this
+    process's is taken.
     """
-    final = step_folder(loop)
+    final = step_folder(out, parts.state.step)
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{PREFIX}{loop.step:09d}-{os.getpid()}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        _write_files(loop, tmp, epoch, batch, rngs)
+        _write_files(parts, tmp, position, rngs, dist)
         manifest = {
             p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())
         }
@@ -174,48 +236,89 @@ def find_latest(out: Path) -> Path | None:
     return None
 
 
-def restore(loop: Any, folder: Path) -> tuple[int, int]:
-    """Load a checkpoint into ``loop``; return (epoch, batch) to continue from."""
+def _load_state(folder: Path) -> Any:
     try:  # weights_only: a checkpoint can never run code
-        state = torch.load(folder / "state.pt", weights_only=True)
+        return torch.load(folder / "state.pt", weights_only=True)
     except Exception as err:
         raise UserError(
             f"checkpoint {folder} cannot be loaded safely ({type(err).__name__}); delete it "
             "to resume from an older one"
         ) from None
-    params = dict(loop.model.named_parameters())
+
+
+def _from_format_1(state: dict[str, Any], steps_per_epoch: int) -> dict[str, Any]:
+    """Format 1 (no ``format`` key) kept ``step`` and ``frozen_prefix`` beside ``loop``."""
+    loop = {**state["loop"], "step": state["step"], "frozen_units": state["frozen_prefix"]}
+    return {
+        **state,
+        "format": FORMAT,
+        "loop": loop,
+        "rngs": state.get("rngs") or [state["rng"]],  # "rng": before per-rank states
+        "world": state.get("world", 1),
+        "steps_per_epoch": state.get("steps_per_epoch", steps_per_epoch),
+    }
+
+
+def _unreadable(folder: Path, why: str) -> UserError:
+    return UserError(
+        f"checkpoint {folder} has a layout this freezetune cannot read ({why}; it reads formats "
+        f"1 to {FORMAT}); resume it with the freezetune that wrote it, or start the run again"
+    )
+
+
+def _read_state(folder: Path, steps_per_epoch: int) -> dict[str, Any]:
+    """``state.pt`` in the current format; an unknown layout raises one clear UserError."""
+    state = _load_state(folder)
+    if not isinstance(state, dict):
+        raise _unreadable(folder, f"state.pt holds a {type(state).__name__}")
+    version = state.get("format", 1)
+    if version not in (1, FORMAT):
+        raise _unreadable(folder, f"format {version!r}")
+    try:
+        if version == 1:
+            state = _from_format_1(state, steps_per_epoch)
+        missing = [k for k in STATE_KEYS if k not in state]
+        missing += [k for k in LoopState().state_dict() if k not in state.get("loop", {})]
+    except (KeyError, TypeError, AttributeError) as err:
+        missing = [str(err)]
+    if missing:
+        raise _unreadable(folder, f"format {version}, missing {', '.join(missing)}")
+    return state
+
+
+def restore(parts: Resumable, folder: Path, dist: Dist) -> Position:
+    """Load the checkpoint in ``folder`` into ``parts``; return where training continues."""
+    state = _read_state(folder, parts.steps_per_epoch)
+    params = dict(parts.model.named_parameters())
     with torch.no_grad():
         for name, value in load_file(folder / "model.safetensors").items():
             params[name].copy_(value)
-    loop.best_weights = load_file(folder / "best.safetensors")
-    if loop.grads is not None and (folder / "grads.safetensors").exists():
+    parts.state.best_weights = load_file(folder / "best.safetensors")
+    if parts.grads is not None and (folder / "grads.safetensors").exists():
         sums = load_file(folder / "grads.safetensors")
-        loop.grads.sums = {id(params[n]): v for n, v in sums.items()}
+        parts.grads.sums = {id(params[n]): v for n, v in sums.items()}
     for name, level in state["caches"].items():
-        cache = loop.cache if name == "train" else loop.eval_cache
+        cache = parts.caches.get(name)
         if cache is not None:
             tensors = load_file(folder / f"cache-{name}.safetensors")
             cache.store.data.copy_(tensors["data"])
             cache.store.filled.copy_(tensors["filled"].bool())
             cache.store.level = level
-    loop.policy.load_state_dict(state["policy"])
-    loop.apply_freezing(state["frozen_prefix"])
-    loop.optimizer.load_state_dict(state["optimizer"])
-    for key, value in state["loop"].items():
-        setattr(loop, key, value)
-    loop.step = state["step"]
-    if loop.dist.is_main:
-        with open(loop.metrics_path, "r+b") as f:  # drop what the killed run logged after it
+    parts.policy.load_state_dict(state["policy"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.state.load_state_dict(state["loop"])
+    if dist.is_main:
+        with open(parts.metrics_path, "r+b") as f:  # drop what the killed run logged after it
             f.truncate(state["metrics_bytes"])
-    written, spe = state.get("world", 1), state.get("steps_per_epoch", loop.steps_per_epoch)
-    if loop.dist.is_main and (written != loop.dist.world or spe != loop.steps_per_epoch):
+    written, spe = state["world"], state["steps_per_epoch"]
+    if dist.is_main and (written != dist.world or spe != parts.steps_per_epoch):
         print(
             f"note: {folder.name} was written by {written} process(es) and resumes on "
-            f"{loop.dist.world}; steps per epoch {spe} -> {loop.steps_per_epoch}; with prefix "
+            f"{dist.world}; steps per epoch {spe} -> {parts.steps_per_epoch}; with prefix "
             "caching each process owns a shard, so the rest of this epoch's order differs",
             file=sys.stderr,
         )
-    rngs = state.get("rngs") or [state["rng"]]  # "rng": written before per-rank states
+    rngs = state["rngs"]
     # on another number of processes every rank continues rank 0's stream
-    _set_rng_state(rngs[loop.dist.rank] if len(rngs) == loop.dist.world else rngs[0])
-    return state["epoch"], state["batch"]
+    _set_rng_state(rngs[dist.rank] if len(rngs) == dist.world else rngs[0])
+    return Position(state["epoch"], state["batch"])

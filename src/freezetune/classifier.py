@@ -26,6 +26,9 @@ from transformers import (
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from freezetune.errors import UserError
+from freezetune.families import hidden_size
+
 __all__ = ["POOLINGS", "FreezetuneConfig", "FreezetuneForSequenceClassification", "pool"]
 
 POOLINGS = ("pooler", "cls", "mean", "last")
@@ -85,7 +88,12 @@ class FreezetuneForSequenceClassification(PreTrainedModel):
         # an unused pooler would be counted as trainable and never get a gradient: drop it
         if config.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None
-        hidden = getattr(encoder_config, "hidden_size", None) or encoder_config.dim  # DistilBERT
+        hidden = hidden_size(encoder_config)
+        if hidden is None:
+            kind = getattr(encoder_config, "model_type", type(self.encoder).__name__)
+            raise UserError(
+                f"cannot tell the hidden size of the {kind} encoder; set hidden_size in its config"
+            )
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(hidden, int(config.num_labels or 2))
         self._encoder_kwargs = set(inspect.signature(self.encoder.forward).parameters)

@@ -1,153 +1,264 @@
 """Typed, validated run configuration: dataclasses, YAML files and ``key=value`` overrides.
 
 Precedence, lowest first: defaults < YAML file < command-line flags < ``section.key=value``.
+Each option is declared once, as a field made by :func:`freezetune.options.option`: its
+default, help, flag, choices and range. Every section validates itself when it is built.
 
 >>> cfg = RunConfig.from_dict({"optim": {"lr": 1e-4}, "freeze": "bottom:3"})
 >>> cfg.optim.lr, cfg.freeze
 (0.0001, 'bottom:3')
+>>> TrainConfig(epochs=0)
+Traceback (most recent call last):
+...
+freezetune.errors.UserError: train.epochs must be in 1..1000, got 0 (flag --epochs)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, ClassVar
 
 import yaml
 
 from freezetune.errors import UserError
+from freezetune.freezing.spec import SPEC_HELP, parse_freeze
+from freezetune.options import Range, kind_of, option, set_key, validate_section
 
 __all__ = [
+    "SECTIONS",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
+    "copy_data",
     "load_yaml",
 ]
+
+#: Numbers in [0, 1) and (0, 1): rates, ratios, betas and dropouts.
+UNIT = Range(0.0, 1.0, open_high=True)
+OPEN_UNIT = Range(0.0, 1.0, open_low=True, open_high=True)
+AT_LEAST_1 = Range(1)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "minilm-l6"
-    """Hugging Face id, local folder, or alias (``minilm-l6`` = packaged all-MiniLM-L6-v2)."""
-    pooling: str | None = None
-    """Head input: pooler, cls, mean or last; None = what the checkpoint/family expects."""
-    blocks_path: str | None = None
-    """Qualified name of the nn.ModuleList of blocks, for architectures not recognised."""
-    embeddings_paths: tuple[str, ...] | None = None
-    """Qualified names of the modules that run before the first block (override detection)."""
-    classifier_dropout: float = 0.1
-    """Dropout before the linear head."""
-    trust_remote_code: bool = False
-    """Run code shipped with a hub model. Off unless you trust its author."""
+    """The encoder to fine-tune and how its head reads it."""
+
+    section: ClassVar[str] = "model"
+    name: str = option(
+        "minilm-l6",
+        "Hugging Face hub id, local folder, or alias (minilm-l6 = packaged all-MiniLM-L6-v2)",
+        flag="model",
+        study=True,
+    )
+    pooling: str | None = option(
+        None,
+        "head input: pooler, cls, mean or last (default: what the checkpoint/family expects)",
+        choices=("pooler", "cls", "mean", "last"),
+    )
+    blocks_path: str | None = option(
+        None, "qualified name of the blocks' nn.ModuleList, for architectures not recognised"
+    )
+    embeddings_paths: tuple[str, ...] | None = option(
+        None, "comma-separated qualified names of the modules before the first block"
+    )
+    classifier_dropout: float = option(
+        0.1, "dropout before the linear head", flag=False, bounds=UNIT
+    )
+    trust_remote_code: bool = option(
+        False, "run code shipped with a hub model (off unless you trust its author)"
+    )
+
+    def __post_init__(self) -> None:
+        validate_section(self)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    task: str | None = "sst2"
-    """GLUE task name (sst2, mrpc, stsb, cola, rte, qnli, qqp, mnli, wnli); None with files."""
-    data_dir: str | None = None
-    """Folder in the original GLUE layout; default: $FREEZETUNE_GLUE_DIR."""
-    train_file: str | None = None
-    """Your own CSV/TSV/JSONL training file (with validation_file, text_columns, label_column)."""
-    validation_file: str | None = None
-    """Your own validation file, same columns as train_file."""
-    text_columns: tuple[str, ...] | None = None
-    """One or two text columns of your files (pairs for two)."""
-    label_column: str | None = None
-    """The label column of your files."""
-    regression: bool = False
-    """Treat your files' labels as real numbers (MSE loss, Pearson/Spearman)."""
-    max_length: int = 128
-    """Truncate tokenized inputs to this many tokens."""
-    max_train_samples: int | None = None
-    """Seeded random subset of the training split."""
-    max_eval_samples: int | None = None
-    """Seeded random subset of the validation split."""
-    group_by_length: bool = False
-    """Batch examples of similar length together (less padding, faster)."""
+    """The task: a GLUE task by name or your own files, and how much of it to use."""
+
+    section: ClassVar[str] = "data"
+    task: str | None = option(
+        "sst2",
+        "GLUE task (sst2, mrpc, stsb, cola, rte, qnli, qqp, mnli, wnli), a name for your own "
+        "files, or a hub dataset",
+        study=True,
+    )
+    data_dir: str | None = option(
+        None, "folder in the original GLUE layout (default $FREEZETUNE_GLUE_DIR)", study=True
+    )
+    train_file: str | None = option(
+        None, "your own CSV/TSV/JSONL training file (with --validation)", flag="train"
+    )
+    validation_file: str | None = option(
+        None, "your own validation file, same columns as --train", flag="validation"
+    )
+    text_columns: tuple[str, ...] | None = option(
+        None, "one or two text columns of your files, comma-separated (two for pairs)"
+    )
+    label_column: str | None = option(None, "label column of your files (default label)")
+    regression: bool = option(
+        False, "your files' labels are real numbers (MSE loss, Pearson/Spearman)"
+    )
+    max_length: int = option(
+        128, "truncate tokenized inputs to this many tokens", bounds=Range(8, 100_000), study=True
+    )
+    max_train_samples: int | None = option(
+        None, "seeded random subset of the training split", bounds=AT_LEAST_1, study=True
+    )
+    max_eval_samples: int | None = option(
+        None, "seeded random subset of the validation split", bounds=AT_LEAST_1, study=True
+    )
+    group_by_length: bool = option(
+        False, "batch examples of similar length together (less padding, faster)"
+    )
+
+    def __post_init__(self) -> None:
+        validate_section(self)
+        if self.text_columns is not None and not 1 <= len(self.text_columns) <= 2:
+            raise UserError(
+                f"data.text_columns takes one or two column names, got {list(self.text_columns)} "
+                "(flag --text-columns)"
+            )
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-4
-    """Peak learning rate of AdamW (small models like MiniLM want ~1e-4)."""
-    head_lr: float | None = None
-    """Learning rate of the new head; None = lr."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (never applied to biases and norm weights)."""
-    warmup_ratio: float = 0.1
-    """Fraction of optimizer steps with linear warmup; then linear decay to 0."""
-    max_grad_norm: float = 1.0
-    """Clip the global gradient norm to this (0 = no clipping)."""
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
+    """AdamW with linear warmup and decay."""
+
+    section: ClassVar[str] = "optim"
+    lr: float = option(
+        1e-4,
+        "peak learning rate of AdamW (small models like MiniLM want ~1e-4)",
+        bounds=OPEN_UNIT,
+        study=True,
+    )
+    head_lr: float | None = option(
+        None, "learning rate of the new head (default: the same as lr)", bounds=OPEN_UNIT
+    )
+    weight_decay: float = option(
+        0.01, "AdamW weight decay (never applied to biases and norm weights)", bounds=UNIT
+    )
+    warmup_ratio: float = option(
+        0.1, "fraction of optimizer steps with linear warmup; then linear decay to 0", bounds=UNIT
+    )
+    max_grad_norm: float = option(
+        1.0, "clip the global gradient norm to this (0 = no clipping)", bounds=Range(0.0)
+    )
+    adam_beta1: float = option(0.9, "AdamW beta1", flag=False, bounds=UNIT)
+    adam_beta2: float = option(0.999, "AdamW beta2", flag=False, bounds=UNIT)
+    adam_eps: float = option(1e-8, "AdamW epsilon", flag=False, bounds=Range(0.0, open_low=True))
+
+    def __post_init__(self) -> None:
+        validate_section(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 3
-    """Passes over the training set."""
-    batch_size: int = 32
-    """Examples per optimizer step (before gradient accumulation)."""
-    eval_batch_size: int = 128
-    grad_accum: int = 1
-    """Micro-batches accumulated per optimizer step."""
-    bf16: bool = False
-    """bfloat16 autocast (about 2x faster on recent CPUs; fp32 keeps results exact)."""
-    seed: int = 0
-    eval_every: int | None = None
-    """Also evaluate every N optimizer steps (always at each epoch end)."""
-    threads: int | None = None
-    """torch intra-op threads; None = torch's default."""
-    progress: bool = True
-    """Show progress bars."""
-    save_every: int | None = None
-    """Checkpoint every N optimizer steps and at each epoch end (None: only on SIGINT/SIGTERM)."""
-    keep_checkpoints: int = 2
-    """How many of the newest checkpoints to keep."""
-    skip_nonfinite: bool = False
-    """Skip a batch whose loss is NaN/inf instead of stopping."""
-    cache: bool = True
-    """Cache the frozen prefix's output per example so later epochs skip it."""
-    cache_dtype: str = "float32"
-    """Storage type of cached states: float32 (exact), bfloat16 or float16 (half the memory)."""
-    cache_dir: str | None = None
-    """Folder for a memory-mapped cache when it exceeds cache_budget_mb (default <out>/cache)."""
-    cache_budget_mb: float = 4096
-    """Largest cache kept in RAM; bigger ones go to a memory-mapped file."""
+    """The training loop: epochs, batches, precision, evaluation, checkpoints and caching."""
+
+    section: ClassVar[str] = "train"
+    epochs: int = option(3, "passes over the training set", bounds=Range(1, 1000), study=True)
+    batch_size: int = option(
+        32,
+        "examples per optimizer step (before gradient accumulation)",
+        bounds=AT_LEAST_1,
+        study=True,
+    )
+    eval_batch_size: int = option(128, "examples per evaluation batch", bounds=AT_LEAST_1)
+    grad_accum: int = option(1, "micro-batches accumulated per optimizer step", bounds=AT_LEAST_1)
+    bf16: bool = option(
+        False,
+        "bfloat16 autocast (about 2x faster on recent CPUs; fp32 keeps results exact)",
+        study=True,
+    )
+    seed: int = option(
+        0, "seed of the head's initialisation, data order and subsets", bounds=Range(0, 2**32 - 1)
+    )
+    eval_every: int | None = option(
+        None, "also evaluate every N optimizer steps (always at each epoch end)", bounds=AT_LEAST_1
+    )
+    threads: int | None = option(
+        None, "torch intra-op threads (default: torch's own)", bounds=AT_LEAST_1, study=True
+    )
+    progress: bool = option(
+        True, "show progress bars", flag="no-progress", negate="hide progress bars"
+    )
+    save_every: int | None = option(
+        None,
+        "checkpoint every N optimizer steps and at each epoch end (default: only on SIGINT/SIGTERM)",
+        bounds=AT_LEAST_1,
+    )
+    keep_checkpoints: int = option(
+        2, "how many of the newest checkpoints to keep", bounds=AT_LEAST_1
+    )
+    skip_nonfinite: bool = option(False, "skip a batch whose loss is NaN/inf instead of stopping")
+    cache: bool = option(
+        True,
+        "cache the frozen prefix's output per example so later epochs skip it",
+        flag="no-cache",
+        negate="recompute frozen units every step instead of caching their output",
+    )
+    cache_dtype: str = option(
+        "float32",
+        "storage type of cached states: float32 (exact), bfloat16 or float16 (half the memory)",
+        choices=("float32", "bfloat16", "float16"),
+    )
+    cache_dir: str | None = option(
+        None, "folder for a memory-mapped cache over the budget (default <out>/cache)"
+    )
+    cache_budget_mb: float = option(
+        4096,
+        "largest cache kept in RAM, in MiB; bigger ones go to a memory-mapped file",
+        bounds=Range(0.0),
+    )
+
+    def __post_init__(self) -> None:
+        validate_section(self)
 
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run: the four sections, what trains (``freeze``) and where it is written."""
+
+    section: ClassVar[str] = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    freeze: str = "full"
-    """What trains: full, head, embeddings, bottom:K, top:K, bitfit, pattern:REGEX (joined by +)."""
-    out: str = "runs/train"
-    """Output folder: metrics.jsonl, result.json and the fine-tuned model."""
-    overwrite: bool = False
-    """Replace an output folder that already holds a result."""
+    freeze: str = option("full", f"what trains: {SPEC_HELP}")
+    out: str = option("runs/train", "output folder: metrics.jsonl, result.json and the model")
+    overwrite: bool = option(False, "replace an output folder that already holds a result")
 
     def __post_init__(self) -> None:
-        _validate(self)
+        for name, kind in SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise UserError(
+                    f"{name} must be a config section ({kind.__name__}), got "
+                    f"{type(value).__name__}; RunConfig.from_dict builds one from plain data"
+                )
+        validate_section(self)
+        parse_freeze(self.freeze)  # a typo fails now, not when the run (or a study) meets it
+        if not self.out.strip():
+            raise UserError("out must name an output folder (flag --out)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from nested plain data (YAML), rejecting unknown keys."""
+        """Build from nested plain data (YAML), rejecting unknown keys and converting strings."""
         return _build(cls, data, "")
 
     def to_dict(self) -> dict[str, Any]:
+        """Nested plain data, as :meth:`from_dict` reads it."""
         return dataclasses.asdict(self)
 
 
+#: The sections of a run config, by key.
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -158,15 +269,15 @@ SECTIONS: dict[str, type] = {
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Convert YAML/CLI values to the field's type; strings from ``key=value`` are parsed."""
-    text = str(hint)
+    kind, optional = kind_of(hint)
     if value is None:
-        if "None" in text:
+        if optional:
             return None
         raise UserError(f"{where} must not be empty")
-    if "tuple" in text:
+    if kind is tuple:
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(v).strip() for v in items if str(v).strip())
-    if "bool" in text:
+    if kind is bool:
         if isinstance(value, bool):
             return value
         if str(value).lower() in ("true", "1", "yes", "on"):
@@ -174,26 +285,26 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if str(value).lower() in ("false", "0", "no", "off"):
             return False
         raise UserError(f"{where} must be true or false, got {value!r}")
-    for kind in (int, float):
-        if kind.__name__ in text.split(" | ")[0]:
-            try:
-                number = kind(value)
-            except (TypeError, ValueError):
-                raise UserError(
-                    f"{where} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}"
-                ) from None
-            if kind is int and isinstance(value, float) and value != number:
-                raise UserError(f"{where} must be a whole number, got {value!r}")
-            return number
+    if kind in (int, float):
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise UserError(
+                f"{where} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}"
+            ) from None
+        if kind is int and isinstance(value, float) and value != number:
+            raise UserError(f"{where} must be a whole number, got {value!r}")
+        return number
     return str(value)
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise UserError(
-            f"config {prefix or 'file'} must be a mapping of keys to values, got {type(data).__name__}"
+            f"config {f'section {prefix[:-1]}' if prefix else 'file'} must be a mapping of keys "
+            f"to values, got {type(data).__name__}"
         )
-    hints = get_type_hints(cls)
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -208,49 +319,6 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         else:
             kwargs[key] = _coerce(value, hints[key], prefix + key)
     return cls(**kwargs)
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)
-
-
-def _validate(cfg: RunConfig) -> None:
-    o, t, d = cfg.optim, cfg.train, cfg.data
-    _check(math.isfinite(o.lr) and 0 < o.lr < 1, f"optim.lr must be in (0, 1), got {o.lr}")
-    _check(
-        o.head_lr is None or 0 < o.head_lr < 1, f"optim.head_lr must be in (0, 1), got {o.head_lr}"
-    )
-    _check(0 <= o.weight_decay < 1, f"optim.weight_decay must be in [0, 1), got {o.weight_decay}")
-    _check(0 <= o.warmup_ratio < 1, f"optim.warmup_ratio must be in [0, 1), got {o.warmup_ratio}")
-    _check(o.max_grad_norm >= 0, f"optim.max_grad_norm must be >= 0, got {o.max_grad_norm}")
-    _check(0 <= o.adam_beta1 < 1 and 0 <= o.adam_beta2 < 1, "optim.adam_beta1/2 must be in [0, 1)")
-    _check(o.adam_eps > 0, f"optim.adam_eps must be > 0, got {o.adam_eps}")
-    _check(1 <= t.epochs <= 1000, f"train.epochs must be in 1..1000, got {t.epochs}")
-    _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-    _check(t.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1, got {t.eval_batch_size}")
-    _check(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
-    _check(t.eval_every is None or t.eval_every >= 1, "train.eval_every must be >= 1")
-    _check(t.threads is None or t.threads >= 1, "train.threads must be >= 1")
-    _check(t.save_every is None or t.save_every >= 1, "train.save_every must be >= 1")
-    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
-    _check(
-        t.cache_dtype in ("float32", "bfloat16", "float16"),
-        f"train.cache_dtype must be float32, bfloat16 or float16, got {t.cache_dtype!r}",
-    )
-    _check(t.cache_budget_mb >= 0, "train.cache_budget_mb must be >= 0")
-    _check(
-        8 <= d.max_length <= 100_000, f"data.max_length must be in 8..100000, got {d.max_length}"
-    )
-    for key in ("max_train_samples", "max_eval_samples"):
-        value = getattr(d, key)
-        _check(value is None or value >= 1, f"data.{key} must be >= 1, got {value}")
-    _check(
-        d.text_columns is None or 1 <= len(d.text_columns) <= 2,
-        "data.text_columns takes one or two column names",
-    )
-    _check(0 <= cfg.model.classifier_dropout < 1, "model.classifier_dropout must be in [0, 1)")
-    _check(bool(cfg.out.strip()), "out must name an output folder")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -271,6 +339,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def copy_data(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of nested config data whose sections can be changed without touching ``data``."""
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings to nested config data (values parsed as YAML scalars).
 
@@ -279,7 +352,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
     (YAML reads ``3e-4`` as a string; the typed config converts it.)
     """
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    out = copy_data(data)
     for item in overrides:
         key, eq, raw = item.partition("=")
         if not eq or not key:
@@ -290,12 +363,5 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw else None
         except yaml.YAMLError:
             value = raw
-        section, dot, name = key.partition(".")
-        if dot:
-            out.setdefault(section, {})
-            if not isinstance(out[section], dict):
-                raise UserError(f"override {item!r}: {section} is not a section")
-            out[section][name] = value
-        else:
-            out[key] = value
+        set_key(out, key, value)
     return out

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from freezetune.families import get_family
 from freezetune.freezing import apply_frozen, frozen_parameters, parse_freeze
 from freezetune.models import load_model
 from freezetune.units import describe_units, split_units, trainable_line
 
-__all__ = ["inspect_model", "unit_table"]
+__all__ = ["inspect_model", "pooling_note", "unit_table"]
 
 
 def unit_table(rows: list[tuple[str, int, int]]) -> str:
@@ -22,6 +23,22 @@ def unit_table(rows: list[tuple[str, int, int]]) -> str:
         state = "frozen" if trains == 0 and total else "trains" if trains == total else "partial"
         lines.append(f"{name:<12}{total:>11,}{trains:>12,}  {state}")
     return "\n".join(lines)
+
+
+def pooling_note(model_type: str, pooling: str) -> str:
+    """A warning when ``pooling`` reads little of the sentence for ``model_type``, else ``""``.
+
+    >>> pooling_note("qwen3", "last"), pooling_note("bert", "cls")
+    ('', '')
+    >>> pooling_note("qwen3", "cls")
+    'qwen3 is a causal decoder: its first token sees only itself; pass --pooling last'
+    """
+    family = get_family(model_type)
+    if family is None or not family.causal or pooling not in ("cls", "pooler"):
+        return ""
+    return (
+        f"{model_type} is a causal decoder: its first token sees only itself; pass --pooling last"
+    )
 
 
 def inspect_model(
@@ -44,14 +61,15 @@ def inspect_model(
     )
     model = loaded.model
     units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
+    how = str(model.config.pooling)
     frozen = frozen_parameters(units, spec)
     apply_frozen(model, frozen)
     header = (
         f"model {name} ({units.family}, {units.num_blocks} blocks at {units.blocks_path}, "
-        f"pooling {model.config.pooling}); freeze {spec.text}"
+        f"pooling {how}); freeze {spec.text}"
     )
     lines = [header, unit_table(describe_units(model, units))]
-    if units.note:
-        lines.append(f"note: {units.note}")
+    notes = [note for note in (units.note, pooling_note(units.family, how)) if note]
+    lines.extend(f"note: {note}" for note in notes)
     lines.append(trainable_line(model))
     return "\n".join(lines)

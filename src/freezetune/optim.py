@@ -44,8 +44,8 @@ def build_optimizer(
     o = optim
     # a static spec's frozen prefix never thaws: keep it out; a schedule may thaw any unit
     static = spec.schedule is None
-    prefix = spec.frozen_units(units.num_blocks) if static else 0
-    excluded = frozen_parameters(units, spec, prefix=prefix)
+    frozen_units = spec.frozen_units(units.num_blocks) if static else 0
+    excluded = frozen_parameters(units, spec, frozen_units=frozen_units)
     unit_of = {name: i for i, unit in enumerate(units.units) for name in unit.params}
     head = len(units.units) - 1
     groups: dict[tuple[int, bool], dict[str, Any]] = {}

@@ -1,4 +1,7 @@
-"""Writing results safely and stamping them with where they came from."""
+"""What a run leaves behind: its typed result, written safely and stamped with its origin.
+
+:class:`RunResult` is what ``train`` returns; its ``to_dict`` is ``result.json``.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,23 @@ import resource
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_jsonl", "atomic_write_json", "atomic_write_text", "peak_rss_mb", "provenance"]
+__all__ = [
+    "PROVENANCE_KEYS",
+    "RunResult",
+    "append_jsonl",
+    "atomic_write_json",
+    "atomic_write_text",
+    "peak_rss_mb",
+    "provenance",
+]
+
+#: what ``provenance()`` returns, spread at the end of ``result.json``
+PROVENANCE_KEYS = ("git", "versions", "python", "machine")
 
 PACKAGES = ("freezetune", "torch", "transformers", "tokenizers", "numpy", "scikit-learn", "peft")
 
@@ -88,3 +103,122 @@ def provenance() -> dict[str, Any]:
             "cpus": os.cpu_count(),
         },
     }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one finished run; ``to_dict()`` is exactly its ``result.json``.
+
+    Times are seconds. ``final`` and ``best`` are eval records (the metrics plus ``step``,
+    ``epoch`` and times); ``frozen_units`` is the number of leading units frozen at the end
+    (``units_frozen`` in the file).
+
+    >>> r = RunResult.from_dict(_EXAMPLE)
+    >>> r.best_score, r.out.name, r.to_dict() == _EXAMPLE
+    (0.9, 'x', True)
+    """
+
+    status: str
+    task: str
+    main_metric: str
+    freeze: str
+    frozen_units: int | None
+    num_blocks: int
+    final: dict[str, Any]
+    best: dict[str, Any] | None
+    steps: int
+    train_examples: int
+    wall_time_s: float
+    train_time_s: float
+    eval_time_s: float
+    train_examples_per_s: float
+    peak_rss_mb: float
+    trainable_params: int
+    total_params: int
+    trainable: str
+    freeze_timeline: list[dict[str, Any]]
+    policy_state: dict[str, Any]
+    cache: dict[str, dict[str, Any]] | None  # per split ("train", "validation"), when cached
+    model_path: str
+    config: dict[str, Any]  # the RunConfig, as ``RunConfig.to_dict()``
+    processes: int
+    provenance: dict[str, Any] = field(default_factory=dict)  # PROVENANCE_KEYS
+
+    @property
+    def out(self) -> Path:
+        """The run folder: model, tokenizer, ``result.json`` and ``metrics.jsonl``."""
+        return Path(self.config["out"])
+
+    @property
+    def best_score(self) -> float | None:
+        """The main metric of the best evaluation."""
+        return None if self.best is None else self.best[self.main_metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``result.json``'s content, keys in its order."""
+        return {
+            "status": self.status,
+            "task": self.task,
+            "main_metric": self.main_metric,
+            "freeze": self.freeze,
+            "units_frozen": self.frozen_units,
+            "num_blocks": self.num_blocks,
+            "final": self.final,
+            "best": self.best,
+            "steps": self.steps,
+            "train_examples": self.train_examples,
+            "wall_time_s": self.wall_time_s,
+            "train_time_s": self.train_time_s,
+            "eval_time_s": self.eval_time_s,
+            "train_examples_per_s": self.train_examples_per_s,
+            "peak_rss_mb": self.peak_rss_mb,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "trainable": self.trainable,
+            "freeze_timeline": self.freeze_timeline,
+            "policy_state": self.policy_state,
+            "cache": self.cache,
+            "model_path": self.model_path,
+            "config": self.config,
+            "processes": self.processes,
+            **self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """Read a ``result.json`` back (the inverse of ``to_dict``)."""
+        fields = {k: v for k, v in data.items() if k not in PROVENANCE_KEYS}
+        fields["frozen_units"] = fields.pop("units_frozen")
+        return cls(**fields, provenance={k: data[k] for k in PROVENANCE_KEYS if k in data})
+
+
+_EXAMPLE: dict[str, Any] = {
+    "status": "succeeded",
+    "task": "sst2",
+    "main_metric": "accuracy",
+    "freeze": "bottom:3",
+    "units_frozen": 4,
+    "num_blocks": 6,
+    "final": {"event": "eval", "step": 10, "epoch": 1, "accuracy": 0.9},
+    "best": {"event": "eval", "step": 10, "epoch": 1, "accuracy": 0.9},
+    "steps": 10,
+    "train_examples": 80,
+    "wall_time_s": 1.5,
+    "train_time_s": 1.0,
+    "eval_time_s": 0.5,
+    "train_examples_per_s": 80.0,
+    "peak_rss_mb": 900.0,
+    "trainable_params": 10,
+    "total_params": 100,
+    "trainable": "trainable params: 10 || all params: 100 || trainable%: 10.0000",
+    "freeze_timeline": [],
+    "policy_state": {},
+    "cache": None,
+    "model_path": "m",
+    "config": {"out": "runs/x"},
+    "processes": 1,
+    "git": None,
+    "versions": {},
+    "python": "3.11",
+    "machine": {},
+}

@@ -11,11 +11,21 @@ user's tests (and ``benchmarks/``) can build the same tiny runs without copying 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from freezetune.config import RunConfig
 
-__all__ = ["TINY_RUN_ARGS", "save_tiny_model", "tiny_run_config"]
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
+
+__all__ = [
+    "TINY",
+    "TINY_CONFIG",
+    "TINY_RUN_ARGS",
+    "save_tiny_model",
+    "tiny_config",
+    "tiny_run_config",
+]
 
 # a tiny SST-2 run, checkpointing every step: 36 optimizer steps (tests and kill/resume trials)
 TINY_RUN_ARGS = [
@@ -23,6 +33,60 @@ TINY_RUN_ARGS = [
     *("--epochs", "3", "--batch-size", "8", "--lr", "1e-3", "--save-every", "1"),
     "--no-progress",
 ]
+
+
+# one tiny random config per model family (hidden 32, 3 layers), offline and in milliseconds
+TINY_CONFIG: dict[str, Any] = {
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+}
+_GQA = {"num_key_value_heads": 1, "head_dim": 16}
+_IDS = {"pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0}
+
+#: model_type -> what it needs on top of COMMON to be tiny and valid
+TINY: dict[str, dict[str, Any]] = {
+    "bert": {},
+    "roberta": {"pad_token_id": 1},
+    "xlm-roberta": {"pad_token_id": 1},
+    "camembert": {"pad_token_id": 1},
+    "electra": {"embedding_size": 16},
+    "deberta": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"]},
+    "deberta-v2": {
+        "relative_attention": True,
+        "position_buckets": 8,
+        "pos_att_type": ["p2c", "c2p"],
+    },
+    "mpnet": {},
+    "distilbert": {"dim": 32, "n_layers": 3, "n_heads": 2, "hidden_dim": 37},
+    "albert": {"embedding_size": 16},
+    "modernbert": {**_IDS, "cls_token_id": 0, "sep_token_id": 0},
+    "gpt2": {"n_embd": 32, "n_layer": 3, "n_head": 2, **_IDS},
+    "gpt_neo": {
+        **_IDS,
+        "attention_types": [[["global", "local"], 1], [["global"], 1]],
+        "window_size": 4,
+    },
+    "gpt_neox": {},
+    "llama": _GQA,
+    "mistral": _GQA,
+    "qwen2": _GQA,
+    "qwen3": _GQA,
+    "gemma": _GQA,
+    "gemma2": _GQA,
+    "phi": {},
+    "phi3": {**_GQA, **_IDS},
+}
+
+
+def tiny_config(model_type: str, **overrides: Any) -> PreTrainedConfig:
+    """A tiny random config of ``model_type``; ``overrides`` win over :data:`TINY`."""
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type, **{**TINY_CONFIG, **TINY[model_type], **overrides})
 
 
 def save_tiny_model(path: str | Path, model_type: str = "bert", layers: int = 3) -> Path:

@@ -1,15 +1,41 @@
-"""What trains: parse a spec (pure), resolve it against a model's units, apply it."""
+"""What trains: parse a spec (pure), resolve it against a model's units, apply it.
 
-from freezetune.freezing.apply import apply_frozen, frozen_parameters, set_train_modes
-from freezetune.freezing.policies import Policy, Progress, make_policy
+Parsing needs no torch (``freezetune.config`` validates specs with it): the torch-backed names
+are imported on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from freezetune.freezing.spec import SPEC_HELP, FreezeSpec, parse_freeze
+
+if TYPE_CHECKING:
+    from freezetune.freezing.apply import apply_frozen, freeze, frozen_parameters, set_train_modes
+    from freezetune.freezing.policies import GradientWatcher, Policy, Progress, make_policy
+
+_LAZY = {
+    **dict.fromkeys(("apply_frozen", "freeze", "frozen_parameters", "set_train_modes"), "apply"),
+    **dict.fromkeys(("GradientWatcher", "Policy", "Progress", "make_policy"), "policies"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'freezetune.freezing' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"freezetune.freezing.{module}"), name)
+
 
 __all__ = [
     "SPEC_HELP",
     "FreezeSpec",
+    "GradientWatcher",
     "Policy",
     "Progress",
     "apply_frozen",
+    "freeze",
     "frozen_parameters",
     "make_policy",
     "parse_freeze",

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-from freezetune.freezing.spec import FreezeSpec
-from freezetune.units import Units
+from freezetune.errors import UserError
+from freezetune.freezing.spec import FreezeSpec, parse_freeze
+from freezetune.units import Units, split_units
 
-__all__ = ["apply_frozen", "frozen_parameters", "set_train_modes"]
+__all__ = ["apply_frozen", "freeze", "frozen_parameters", "set_train_modes"]
 
 
-def frozen_parameters(units: Units, spec: FreezeSpec, prefix: int | None = None) -> frozenset[str]:
-    """Names of the parameters frozen by ``spec`` with ``prefix`` leading units frozen
-    (default: the spec's static prefix). Pure: works on names, touches no tensor.
+def frozen_parameters(
+    units: Units, spec: FreezeSpec, frozen_units: int | None = None
+) -> frozenset[str]:
+    """Names of the parameters frozen by ``spec`` with ``frozen_units`` leading units frozen
+    (default: what the static spec freezes). Pure: works on names, touches no tensor.
 
     The head never freezes: it is new and must learn the task. With LoRA, every weight
     outside the adapters freezes.
     """
-    n = spec.frozen_prefix(units.num_blocks) if prefix is None else prefix
-    frozen = {name for unit in units.units[:n] for name in unit.params}
+    if frozen_units is None:
+        frozen_units = spec.frozen_units(units.num_blocks)
+    frozen = {name for unit in units.units[:frozen_units] for name in unit.params}
     regexes = [re.compile(p) for p in spec.patterns]
     for unit in units.units[:-1]:
         for name in unit.params:
@@ -46,13 +50,69 @@ def apply_frozen(model: nn.Module, frozen: Iterable[str]) -> None:
             param.grad = None
 
 
-def set_train_modes(model: nn.Module, units: Units, frozen_prefix: int, training: bool) -> None:
+def set_train_modes(model: nn.Module, units: Units, frozen_units: int, training: bool) -> None:
     """``model.train(training)``, but frozen leading units always run in ``eval()``.
 
     A frozen unit must be a fixed function (no dropout): that is what makes its outputs
     cacheable and its weights meaningfully "unchanged".
     """
     model.train(training)
-    for unit in units.units[:frozen_prefix]:
+    for unit in units.units[:frozen_units]:
         for module_name in unit.modules:
             model.get_submodule(module_name).eval()
+
+
+def _static(spec: str | FreezeSpec) -> FreezeSpec:
+    """``spec`` parsed, refused with the fix when ``freeze`` cannot apply it on its own."""
+    parsed = parse_freeze(spec) if isinstance(spec, str) else spec
+    if parsed.schedule is not None:
+        raise UserError(
+            f"freeze(): {parsed.text!r} changes what is frozen during training; call freeze() "
+            "with a static spec (e.g. bottom:K) whenever it should change, or use train()"
+        )
+    if parsed.lora is not None:
+        raise UserError(
+            f"freeze(): {parsed.text!r} adds LoRA adapters, which freeze() does not; "
+            "drop lora from the spec, or use train()"
+        )
+    if parsed.llrd is not None:
+        raise UserError(
+            f"freeze(): {parsed.text!r} sets layer-wise learning rates, which freeze() does "
+            "not touch; drop llrd from the spec and set them in your optimizer"
+        )
+    return parsed
+
+
+def freeze(
+    model: nn.Module,
+    spec: str | FreezeSpec,
+    *,
+    blocks_path: str | None = None,
+    embeddings_paths: Sequence[str] | None = None,
+) -> Units:
+    """Freeze ``model`` as the static ``spec`` does, for people who keep their own loop.
+
+    fastai's ``freeze_to``: splits ``model`` into units (``blocks_path`` and
+    ``embeddings_paths`` as in :func:`~freezetune.units.split_units`), sets ``requires_grad``
+    (False on what ``spec`` freezes, True on every other parameter, so a second call can thaw),
+    and puts the frozen leading units in ``eval()`` (the rest keep the model's mode). A later
+    ``model.train()`` puts them back in training mode: call ``set_train_modes(model, units,
+    frozen_units, True)`` instead, or ``freeze`` again. Schedules, LoRA and LLRD need the
+    training loop: use :func:`freezetune.train`.
+
+    >>> from transformers import AutoModelForSequenceClassification, BertConfig
+    >>> cfg = BertConfig(vocab_size=99, hidden_size=8, num_hidden_layers=2,
+    ...                  num_attention_heads=2, intermediate_size=16)
+    >>> model = AutoModelForSequenceClassification.from_config(cfg).train()
+    >>> units = freeze(model, "bottom:1")  # the embeddings and block.0
+    >>> model.bert.embeddings.training, model.bert.encoder.layer[1].training
+    (False, True)
+    >>> [p.requires_grad for p in model.bert.encoder.layer[0:2].parameters()][::16]
+    [False, True]
+    """
+    parsed = _static(spec)
+    units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
+    frozen_units = parsed.frozen_units(units.num_blocks)
+    apply_frozen(model, frozen_parameters(units, parsed, frozen_units))
+    set_train_modes(model, units, frozen_units, model.training)
+    return units

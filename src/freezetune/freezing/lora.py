@@ -8,23 +8,19 @@ from typing import Any
 from torch import nn
 
 from freezetune.errors import UserError
+from freezetune.families import get_family
 
-__all__ = ["DEFAULT_TARGETS", "add_lora", "merge_lora"]
+__all__ = ["add_lora", "default_targets", "merge_lora"]
 
-#: attention projections LoRA adapts by default, per base-model family (the LoRA paper: Wq, Wv)
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "bert": ("query", "value"),
-    "roberta": ("query", "value"),
-    "xlm-roberta": ("query", "value"),
-    "electra": ("query", "value"),
-    "albert": ("query", "value"),
-    "deberta-v2": ("query_proj", "value_proj"),
-    "distilbert": ("q_lin", "v_lin"),
-    "gpt2": ("c_attn",),
-    "llama": ("q_proj", "v_proj"),
-    "mistral": ("q_proj", "v_proj"),
-    "qwen2": ("q_proj", "v_proj"),
-}
+
+def default_targets(model_type: str) -> tuple[str, ...]:
+    """The modules LoRA adapts by default in ``model_type`` (``Family.lora_targets``).
+
+    >>> default_targets("qwen3"), default_targets("t5")
+    (('q_proj', 'v_proj'), ())
+    """
+    family = get_family(model_type)
+    return family.lora_targets if family is not None else ()
 
 
 def add_lora(model: Any, options: dict[str, Any]) -> nn.Module:
@@ -38,7 +34,7 @@ def add_lora(model: Any, options: dict[str, Any]) -> nn.Module:
         raise UserError("--freeze lora needs the peft package; pip install peft") from None
     family = model.config.encoder.model_type
     targets = options.get("targets")
-    modules = tuple(str(targets).split("|")) if targets else DEFAULT_TARGETS.get(family)
+    modules = tuple(str(targets).split("|")) if targets else default_targets(family)
     if not modules:
         raise UserError(
             f"no default LoRA targets for {family}; pass lora:targets=NAME|NAME with the "

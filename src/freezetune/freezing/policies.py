@@ -1,8 +1,10 @@
 """Freezing schedules as pure decisions: "how many leading units are frozen now?".
 
 Units are ``[embeddings, block_0, ..., block_{L-1}, head]``. A policy answers an int from
-training progress (and, for AutoFreeze, from gradient statistics it is shown), plus an optional
-per-unit learning-rate factor. No torch here: the loop applies the answer (``freezing.apply``).
+training progress, plus an optional per-unit learning-rate factor. A policy that also decides
+from gradient statistics (AutoFreeze) says so by being a :class:`GradientWatcher`: the loop
+checks that protocol only, so a new adaptive policy needs changes in ``freezing/`` alone.
+No torch here: the loop applies the answer (``freezing.apply``).
 Algorithms and sources: ../shared/REFERENCE.md section 3.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from freezetune.freezing.spec import FreezeSpec
 
 __all__ = [
     "AutoFreeze",
+    "GradientWatcher",
     "Gradual",
     "Policy",
     "Progress",
@@ -64,6 +67,30 @@ class Policy(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class GradientWatcher(Protocol):
+    """A policy that also decides from gradients (AutoFreeze).
+
+    The loop then sums every block parameter's gradient between decisions
+    (``freezing.gradients.BlockGradients``) and, after each optimizer step for which
+    ``is_decision_step`` is true, calls ``decide`` with each block's L1 norm of that sum (the
+    same on every rank). What the policy freezes next is still read from ``frozen_units``.
+
+    >>> isinstance(AutoFreeze(num_blocks=4, interval=10), GradientWatcher)
+    True
+    >>> isinstance(Gradual(num_blocks=4, interval=10), GradientWatcher)
+    False
+    """
+
+    def is_decision_step(self, step: int) -> bool:
+        """Whether ``decide`` is due after optimizer step ``step`` (1-based, finished steps)."""
+        ...
+
+    def decide(self, norms: list[float], step: int = 0) -> int:
+        """Take a decision from per-block gradient L1 norms; return the blocks frozen now."""
+        ...
 
 
 def linear_warmup_decay(step: int, total: int, warmup_ratio: float) -> float:
@@ -296,7 +323,7 @@ def make_policy(
     """
     name = spec.schedule
     if name is None:
-        return Static(spec.frozen_prefix(num_blocks))
+        return Static(spec.frozen_units(num_blocks))
     if name == "two-phase":
         head_steps = _steps(spec, steps_per_epoch, 1.0)
         if head_steps >= total_steps:

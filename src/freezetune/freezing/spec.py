@@ -68,12 +68,12 @@ class FreezeSpec:
     def option(self, key: str, default: object) -> object:
         return dict(self.schedule_options).get(key, default)
 
-    def frozen_prefix(self, num_blocks: int) -> int:
+    def frozen_units(self, num_blocks: int) -> int:
         """Number of leading units a static spec freezes, for ``num_blocks`` blocks.
 
-        >>> parse_freeze("bottom:3").frozen_prefix(6), parse_freeze("top:2").frozen_prefix(6)
+        >>> parse_freeze("bottom:3").frozen_units(6), parse_freeze("top:2").frozen_units(6)
         (4, 5)
-        >>> parse_freeze("head").frozen_prefix(6)
+        >>> parse_freeze("head").frozen_units(6)
         7
         """
         if self.head_only:

@@ -13,27 +13,28 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from freezetune.config import apply_overrides, copy_data, load_yaml
 from freezetune.errors import UserError
+from freezetune.flags import (
+    Flag,
+    add_config_flags,
+    add_flag,
+    add_overrides,
+    apply_flags,
+    config_flags,
+    flag_for,
+)
 
 __all__ = ["add_report_args", "add_study_args", "cmd_report", "cmd_study", "spec_from_args"]
 
-# run-config flags a study accepts (the rest: section.key=value); dests match freezetune.cli.FLAGS
-RUN_FLAGS: tuple[tuple[str, type | None, str], ...] = (
-    ("--model", str, "hub id, local folder, or alias minilm-l6 (default)"),
-    ("--task", str, "GLUE task: sst2 (default), mrpc, stsb, cola, rte, qnli, qqp, mnli, wnli"),
-    ("--data-dir", str, "GLUE folder (default $FREEZETUNE_GLUE_DIR)"),
-    ("--max-train-samples", int, "seeded random training subset"),
-    ("--max-eval-samples", int, "seeded random validation subset"),
-    ("--max-length", int, "truncate to this many tokens (128)"),
-    ("--epochs", int, "passes over the training set"),
-    ("--batch-size", int, "examples per optimizer step"),
-    ("--lr", float, "base learning rate (a strategy or --lrs may override it)"),
-    ("--threads", int, "torch threads per run"),
-    ("--bf16", None, "bfloat16 autocast"),
-)
+
+def _base_flags() -> list[Flag]:
+    """The run-config flags a study takes (declared with ``study=True``); the rest: key=value."""
+    return [flag for flag in config_flags() if flag.study]
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
+    """The ``freezetune study`` flags: the grid, the base run config, and how it runs."""
     p.add_argument("--config", help="study YAML (name, base, strategies, seeds, lrs, train_sizes)")
     p.add_argument("--preset", help="generate strategies: depth or strategies")
     p.add_argument("--name", help="study name = folder under --out-root (default from YAML)")
@@ -41,40 +42,34 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
     p.add_argument("--lrs", help="comma-separated learning rates: a grid axis")
     p.add_argument("--train-sizes", help="comma-separated training-set sizes: a grid axis")
-    g = p.add_argument_group("base run config")
-    for flag, kind, text in RUN_FLAGS:
-        if kind is None:
-            g.add_argument(flag, action="store_true", default=None, help=text)
-        else:
-            g.add_argument(flag, type=kind, help=text)
+    add_config_flags(
+        p,
+        _base_flags(),
+        title="base run config",
+        description="a strategy's own settings and the --lrs/--train-sizes axes win over these",
+    )
     g = p.add_argument_group("running")
     g.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     g.add_argument("--retry-failed", action="store_true", help="rerun failed runs too")
     g.add_argument("--out-root", default="runs", help="studies live in OUT_ROOT/NAME (runs)")
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    from freezetune.cli import add_overrides
-
+    add_flag(g, flag_for("train.progress"))  # --no-progress: for the runner, not in the base
     add_overrides(p, "base run config field, e.g. optim.weight_decay=0")
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
+    """The ``freezetune report`` arguments."""
     p.add_argument("folder", help="a study folder, e.g. runs/default")
 
 
 def _base(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from freezetune.cli import apply_flags
-    from freezetune.config import apply_overrides
-
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise UserError("study base must be a mapping of run config sections")
-    base = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    return apply_overrides(apply_flags(base, args), args.overrides or [])
+    return apply_overrides(apply_flags(copy_data(base), args, _base_flags()), args.overrides or [])
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The validated :class:`StudySpec` that a ``freezetune study`` command line describes."""
-    from freezetune.config import load_yaml
     from freezetune.study.spec import StudySpec
 
     data = load_yaml(args.config) if args.config else {}

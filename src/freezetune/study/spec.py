@@ -33,8 +33,10 @@ from typing import Any
 
 import yaml
 
-from freezetune.config import RunConfig
+from freezetune.config import RunConfig, copy_data
 from freezetune.errors import UserError
+from freezetune.freezing.spec import parse_freeze
+from freezetune.options import set_key
 
 __all__ = [
     "PRESETS",
@@ -67,6 +69,12 @@ class Strategy:
 
     freeze: str
     overrides: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            parse_freeze(self.freeze)  # a typo fails when the study is built, not hours in
+        except UserError as err:
+            raise UserError(f"strategy {self.freeze!r}: {err}") from None
 
     @classmethod
     def parse(cls, entry: Any) -> Strategy:
@@ -185,6 +193,7 @@ class StudySpec:
             )
         if not self.strategies or not self.seeds:
             raise UserError("a study needs at least one strategy and one seed")
+        self.grid()  # every cell must be a valid run config: fail now, not mid-study
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, preset_blocks: int | None = None) -> StudySpec:
@@ -204,7 +213,7 @@ class StudySpec:
             blocks = preset_blocks if preset_blocks is not None else num_blocks_of(base)
             generated = [Strategy(s) for s in preset_strategies(str(data["preset"]), blocks)]
             strategies = generated + [s for s in strategies if s not in generated]
-        spec = cls(
+        return cls(
             name=str(data.get("name") or "study"),
             base=base,
             strategies=tuple(dict.fromkeys(strategies)) or (Strategy("full"),),
@@ -212,8 +221,6 @@ class StudySpec:
             lrs=_number_list(data.get("lrs"), float, "lrs"),
             train_sizes=_number_list(data.get("train_sizes"), int, "train_sizes"),
         )
-        spec.grid()  # every cell must be a valid run config: fail now, not mid-study
-        return spec
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -246,21 +253,13 @@ class StudySpec:
     def _plan(
         self, strategy: Strategy, seed: int, lr: float | None, size: int | None
     ) -> PlannedRun:
-        data: dict[str, Any] = {
-            k: dict(v) if isinstance(v, dict) else v for k, v in self.base.items()
-        }
+        data = copy_data(self.base)
         settings: list[tuple[str, Any]] = [("train.seed", seed), ("freeze", strategy.freeze)]
         settings += [("optim.lr", lr)] if lr is not None else []
         settings += [("data.max_train_samples", size)] if size is not None else []
-        for key, value in [*settings, *strategy.overrides]:  # the strategy's own settings win
-            section, dot, name = key.partition(".")
-            if not dot:
-                data[key] = value
-                continue
-            if not isinstance(data.setdefault(section, {}), dict):
-                raise UserError(f"study base: {section} must be a mapping of keys to values")
-            data[section][name] = value
         try:
+            for key, value in [*settings, *strategy.overrides]:  # the strategy's own settings win
+                set_key(data, key, value)
             config = RunConfig.from_dict(data)
         except UserError as err:
             raise UserError(f"study {self.name}, strategy {strategy.freeze}: {err}") from None

@@ -66,7 +66,7 @@ def train_and_record(config: dict[str, Any]) -> bool:
     from freezetune import distributed
     from freezetune.config import RunConfig
     from freezetune.loop import Interrupted
-    from freezetune.train import train
+    from freezetune.training import train
 
     out, d = Path(config["out"]), distributed.current()
     try:

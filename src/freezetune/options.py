@@ -1,0 +1,184 @@
+"""Declaring a config option once: its default, help, flag, choices and range, in one field.
+
+A config dataclass declares each option with :func:`option`; everything else reads that
+declaration: the section validates itself with :func:`validate_section`, ``freezetune.flags``
+generates the command-line flags, and :func:`set_key` writes ``section.key`` into plain config
+data (flags, ``key=value`` overrides and study grids all go through it).
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Demo:
+...     section = "demo"
+...     steps: int = option(3, "How many steps.", bounds=Range(1, 10))
+...     def __post_init__(self) -> None:
+...         validate_section(self)
+>>> Demo(steps=0)
+Traceback (most recent call last):
+...
+freezetune.errors.UserError: demo.steps must be in 1..10, got 0 (flag --steps)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from freezetune.errors import UserError
+
+__all__ = ["Range", "flag_name", "key_of", "kind_of", "option", "set_key", "validate_section"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: ``low``/``high`` bounds (None = unbounded), open or closed.
+
+    >>> str(Range(0, 1, open_low=True, open_high=True)), str(Range(1)), 0.5 in Range(0, 1)
+    ('in (0, 1)', '>= 1', True)
+    """
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int | float):
+            return False
+        if self.low is not None and not (value > self.low if self.open_low else value >= self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.open_high else '<='} {self.high:g}"
+        whole = isinstance(self.low, int) and isinstance(self.high, int)
+        if whole and not (self.open_low or self.open_high):
+            return f"in {self.low}..{self.high}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | bool = True,
+    choices: tuple[str, ...] | None = None,
+    bounds: Range | None = None,
+    study: bool = False,
+    negate: str | None = None,
+) -> Any:
+    """A dataclass field with its one declaration in ``metadata``.
+
+    ``flag``: the command-line name without dashes (True: the field name with ``-``; False: no
+    flag, set it with ``section.key=value``). ``study``: also a flag of ``freezetune study``.
+    ``negate``: for a bool that defaults to True, the help of its flag that turns it off
+    (``--no-cache``).
+    """
+    meta = {"help": help, "flag": flag, "choices": choices, "bounds": bounds}
+    return dataclasses.field(default=default, metadata={**meta, "study": study, "negate": negate})
+
+
+def flag_name(f: dataclasses.Field[Any]) -> str | None:
+    """The command-line flag of a field (without dashes), or None if it has none.
+
+    >>> flag_name(dataclasses.fields(Range)[0]) is None  # not declared with option()
+    True
+    """
+    flag = f.metadata.get("flag", False)
+    if flag is True:
+        return f.name.replace("_", "-")
+    return flag or None
+
+
+def kind_of(hint: Any) -> tuple[type, bool]:
+    """A field's value type (int, float, bool, str or tuple) and whether None is allowed.
+
+    >>> kind_of(int | None), kind_of(tuple[str, ...])
+    ((<class 'int'>, True), (<class 'tuple'>, False))
+    """
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = [a for a in args if a is not type(None)]
+    base = typing.get_origin(kinds[0]) or kinds[0]
+    return base, len(kinds) < len(args)
+
+
+_KIND_TEXT = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_ok(value: Any, kind: type) -> bool:
+    if kind is tuple:
+        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a class, computed once."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def key_of(section: str, name: str) -> str:
+    """``section.name``, or ``name`` for a top-level key (``section`` empty)."""
+    return f"{section}.{name}" if section else name
+
+
+def validate_section(config: Any) -> None:
+    """Check every :func:`option` field of a config dataclass: type, choices and range.
+
+    Messages name the key, the value, what is allowed and the flag, on one line.
+    """
+    section = str(getattr(config, "section", ""))
+    for f in dataclasses.fields(config):
+        if "help" not in f.metadata:
+            continue
+        value = getattr(config, f.name)
+        kind, optional = kind_of(_hints(type(config))[f.name])
+        flag = flag_name(f)
+        where = key_of(section, f.name)
+        hint = f" (flag --{flag})" if flag else ""
+        if value is None:
+            if not optional:
+                raise UserError(f"{where} must be set, got None{hint}")
+            continue
+        if not _type_ok(value, kind):
+            what = _KIND_TEXT.get(kind, "a tuple of strings")
+            raise UserError(f"{where} must be {what}, got {value!r}{hint}")
+        choices, bounds = f.metadata["choices"], f.metadata["bounds"]
+        if choices and value not in choices:
+            raise UserError(f"{where} must be one of {', '.join(choices)}, got {value!r}{hint}")
+        if bounds is not None and value not in bounds:
+            raise UserError(f"{where} must be {bounds}, got {value!r}{hint}")
+
+
+def set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``section.key`` (or a top-level ``key``) in nested plain config data, in place.
+
+    >>> data = {"optim": {"lr": 1e-4}}
+    >>> set_key(data, "optim.lr", 3e-4); set_key(data, "train.seed", 1); set_key(data, "freeze", "head")
+    >>> data
+    {'optim': {'lr': 0.0003}, 'train': {'seed': 1}, 'freeze': 'head'}
+    """
+    section, dot, name = key.partition(".")
+    if not dot:
+        data[key] = value
+        return
+    if not isinstance(data.setdefault(section, {}), dict):
+        raise UserError(
+            f"cannot set {key}: config section {section} must be a mapping of keys to values, "
+            f"got {data[section]!r}"
+        )
+    data[section][name] = value

@@ -1,0 +1,388 @@
+"""``train(config) -> RunResult``: fine-tune with a chosen, possibly changing, set of frozen units.
+
+1) check every input before writing anything, 2) build an optimizer over everything that may
+train (``optim.py``), 3) let the policy freeze and thaw units as training goes (``loop.py``),
+4) evaluate each epoch (and every N steps) and keep the best (``scoring.py``), 5) save the best
+model in Hugging Face format plus metrics and a provenance-stamped result. ``resume(out)``
+continues a run that was stopped, from its newest intact checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from freezetune import checkpoint, distributed
+from freezetune.batching import Collator, make_loader, tokenize
+from freezetune.caching import Caches, caches_prefix, make_caches
+from freezetune.config import RunConfig
+from freezetune.distributed import Dist
+from freezetune.errors import UserError
+from freezetune.freezing import FreezeSpec, frozen_parameters, parse_freeze
+from freezetune.freezing.lora import add_lora, merge_lora
+from freezetune.freezing.policies import Policy, make_policy
+from freezetune.loop import Loop
+from freezetune.models import LoadedModel, load_model
+from freezetune.optim import build_optimizer
+from freezetune.records import RunResult, append_jsonl, atomic_write_json, peak_rss_mb, provenance
+from freezetune.scoring import evaluate_model
+from freezetune.tasks import TaskData, load_task
+from freezetune.units import Units, count_params, split_units
+
+__all__ = ["RunResult", "Setup", "prepare", "resume", "resume_config", "train"]
+
+RESULT_FILES = ("result.json", "model.safetensors")
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built and checked before anything is written."""
+
+    config: RunConfig
+    spec: FreezeSpec
+    data: TaskData
+    loaded: LoadedModel
+    model: nn.Module  # loaded.model, or its LoRA-wrapped version
+    units: Units
+    out: Path
+
+    @property
+    def frozen(self) -> frozenset[str]:
+        """What the spec freezes at the start of training."""
+        return frozen_parameters(
+            self.units, self.spec, self.spec.frozen_units(self.units.num_blocks)
+        )
+
+
+def set_seed(seed: int) -> None:
+    """Seed every generator the run draws from (Python, NumPy, torch)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_out_dir(config: RunConfig, resume: bool = False) -> Path:
+    """Refuse to replace a finished run unless asked (before any work is done)."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} is a file; pass --out with a folder")
+    if resume and (out / "result.json").exists():
+        raise UserError(f"{out} already finished (result.json exists); nothing to resume")
+    if not (config.overwrite or resume) and any((out / n).exists() for n in RESULT_FILES):
+        raise UserError(
+            f"output folder {out} already holds a result; pass --overwrite to replace it "
+            "or choose another --out"
+        )
+    if not (config.overwrite or resume) and any((out / "checkpoints").glob("step-*")):
+        raise UserError(
+            f"output folder {out} holds an unfinished run; continue it with --resume {out} "
+            "or start over with --overwrite"
+        )
+    return out
+
+
+def _load_data(config: RunConfig) -> TaskData:
+    d = config.data
+    return load_task(
+        d.task,
+        data_dir=d.data_dir,
+        train_file=d.train_file,
+        validation_file=d.validation_file,
+        text_columns=d.text_columns,
+        label_column=d.label_column,
+        regression=d.regression,
+        max_train_samples=d.max_train_samples,
+        max_eval_samples=d.max_eval_samples,
+        seed=config.train.seed,
+    )
+
+
+def prepare(config: RunConfig, resume: bool = False) -> Setup:
+    """Load data and model and resolve the freeze spec; raise UserError on any bad input."""
+    spec = parse_freeze(config.freeze)
+    out = check_out_dir(config, resume)
+    data = _load_data(config)
+    set_seed(config.train.seed)  # the head's initialisation depends on it
+    loaded = load_model(
+        config.model.name,
+        num_labels=data.task.num_labels,
+        labels=data.task.labels,
+        pooling=config.model.pooling,
+        classifier_dropout=config.model.classifier_dropout,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    model: nn.Module = loaded.model
+    if spec.lora is not None:
+        model = add_lora(loaded.model, dict(spec.lora))
+    units = split_units(
+        model, blocks_path=config.model.blocks_path, embeddings_paths=config.model.embeddings_paths
+    )
+    spec.frozen_units(units.num_blocks)  # validates bottom:K / top:K against the model
+    return Setup(config, spec, data, loaded, model, units, out)
+
+
+def _on_signals(loop: Loop) -> Any:
+    """SIGINT/SIGTERM finish the current step, checkpoint and stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        loop.stop_signal = signum
+        print(
+            f"\n{signal.Signals(signum).name}: finishing this step, then checkpointing",
+            file=sys.stderr,
+        )
+
+    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def resume_config(out: str | Path) -> RunConfig:
+    """The config a run in ``out`` was started with (for ``--resume``)."""
+    path = Path(out) / "run_config.json"
+    if (Path(out) / "result.json").exists():
+        raise UserError(f"{out} already finished (result.json exists); nothing to resume")
+    if not path.is_file():
+        raise UserError(f"{out} holds no run to resume (no run_config.json); check the folder")
+    try:
+        data = json.loads(path.read_text())
+        return RunConfig.from_dict({**data, "out": str(out)})  # the folder may have moved
+    except ValueError as err:
+        raise UserError(f"{path} is not a valid run config ({err})") from None
+
+
+def train(config: RunConfig, setup: Setup | None = None) -> RunResult:
+    """Fine-tune as ``config`` says and return the result (also written to ``result.json``).
+
+    ``setup``, when given, is ``prepare(config)`` done by the caller (to look at the model
+    before or after training).
+
+    >>> from freezetune.config import RunConfig
+    >>> result = train(RunConfig.from_dict({"freeze": "bottom:3", "out": "runs/x"}))  # doctest: +SKIP
+    >>> result.best_score, result.steps  # doctest: +SKIP
+    (0.88, 6315)
+    """
+    return _run(setup or prepare(config), resume=False)
+
+
+def resume(out: str | Path, *, progress: bool | None = None) -> RunResult:
+    """Continue the unfinished run in ``out`` from its newest intact checkpoint.
+
+    It runs with the config it was started with (``run_config.json``); only the progress bar
+    may change. The result is the same as if the run had never stopped.
+    """
+    config = resume_config(out)
+    if progress is not None:
+        quiet = dataclasses.replace(config.train, progress=progress)
+        config = dataclasses.replace(config, train=quiet)
+    return _run(prepare(config, resume=True), resume=True)
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """The tokenized splits and their loaders (this rank's share of them under DDP)."""
+
+    train: list[dict]
+    validation: list[dict]
+    train_loader: DataLoader
+    eval_loader: DataLoader
+
+
+def _batches(setup: Setup, model: nn.Module, d: Dist) -> _Batches:
+    """Tokenize once (dynamic padding per batch happens in the collator). Under DDP each rank
+    takes its slice of every global batch (a fixed shard when it caches) and of the dev set."""
+    config, t, tokenizer = setup.config, setup.config.train, setup.loaded.tokenizer
+    collate = Collator.for_task(tokenizer, setup.data.task)
+    train_features = tokenize(setup.data.train, tokenizer, max_length=config.data.max_length)
+    eval_features = tokenize(setup.data.validation, tokenizer, max_length=config.data.max_length)
+    train_loader = make_loader(
+        train_features,
+        batch_size=t.batch_size,
+        shuffle=True,
+        seed=t.seed,
+        collate=collate,
+        group_by_length=config.data.group_by_length,
+        rank=d.rank,
+        world=d.world,
+        fixed_shards=d.enabled and caches_prefix(model, setup.units, setup.spec, t),
+    )
+    eval_loader = make_loader(
+        eval_features[d.rank :: d.world],
+        batch_size=t.eval_batch_size,
+        shuffle=False,
+        seed=t.seed,
+        collate=collate,
+    )
+    return _Batches(train_features, eval_features, train_loader, eval_loader)
+
+
+def _start_outputs(setup: Setup, resume: bool, total_steps: int, d: Dist) -> Path | None:
+    """Only now, after every check passed, is anything written; return the checkpoint to
+    resume from (None for a fresh start). ``--overwrite`` replaces our files in place."""
+    out, config = setup.out, setup.config
+    metrics_path = out / "metrics.jsonl"
+    latest = checkpoint.find_latest(out) if resume else None
+    if resume and latest is None:
+        raise UserError(f"no intact checkpoint in {out}/checkpoints; start the run again")
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if latest is None and d.is_main:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # --overwrite: start over
+        atomic_write_json(out / "run_config.json", config.to_dict())  # config.json is the model's
+        metrics_path.unlink(missing_ok=True)
+        start = {"event": "start", "step": 0, "freeze": config.freeze, "total_steps": total_steps}
+        append_jsonl(metrics_path, start)
+    return latest
+
+
+def _run(setup: Setup, resume: bool) -> RunResult:
+    """Train a prepared run from the start or (``resume``) from its newest checkpoint."""
+    config, t, d = setup.config, setup.config.train, distributed.current()  # d: this rank
+    if d.enabled and t.batch_size % d.world:
+        raise UserError(
+            f"--batch-size {t.batch_size} (the global batch) does not split over {d.world} "
+            f"processes; pass a multiple of {d.world}"
+        )
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = distributed.device(d)
+    model = setup.model.to(device)
+    data = _batches(setup, model, d)
+    # the optimizer holds every parameter that may ever train; the policy decides when
+    optimizer = build_optimizer(model, setup.units, setup.spec, config.optim)
+    steps_per_epoch = math.ceil(len(data.train_loader) / t.grad_accum)
+    total_steps = steps_per_epoch * t.epochs
+    policy = make_policy(
+        setup.spec, setup.units.num_blocks, total_steps, steps_per_epoch, config.optim.warmup_ratio
+    )
+    latest = _start_outputs(setup, resume, total_steps, d)
+    # frozen prefixes run once: their outputs are cached per example (RAM or a file)
+    splits = {"train": data.train, "validation": data.validation}
+    caches = make_caches(model, setup.units, t, setup.out, splits)
+    loop = _make_loop(setup, model, optimizer, policy, data, caches, device)
+    return _train(setup, loop, latest, len(data.train), data.train_loader)
+
+
+def _make_loop(
+    setup: Setup,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    policy: Policy,
+    data: _Batches,
+    caches: Caches,
+    device: torch.device,
+) -> Loop:
+    """The loop over ``data``: it evaluates on the dev loader, from the dev cache if any."""
+    t, task = setup.config.train, setup.data.task
+    steps_per_epoch = math.ceil(len(data.train_loader) / t.grad_accum)
+
+    def evaluate(frozen_units: int) -> dict[str, Any]:
+        return evaluate_model(
+            model,
+            data.eval_loader,
+            task,
+            device,
+            bf16=t.bf16,
+            cache=caches.validation,
+            frozen_units=frozen_units,
+        )
+
+    return Loop(
+        model,
+        setup.units,
+        setup.spec,
+        policy,
+        optimizer,
+        evaluate,
+        train=t,
+        optim=setup.config.optim,
+        main_metric=task.main_metric,
+        total_steps=steps_per_epoch * t.epochs,
+        steps_per_epoch=steps_per_epoch,
+        out=setup.out,
+        device=device,
+        caches=caches,
+    )
+
+
+def _train(
+    setup: Setup, loop: Loop, latest: Path | None, n_train: int, loader: DataLoader
+) -> RunResult:
+    """Resume ``loop`` from ``latest`` if given, run it (signals stop it cleanly), finish."""
+    d, position = loop.dist, None
+    if latest is not None:
+        position = loop.restore(latest)
+        if d.is_main:
+            print(f"resumed from {latest} (step {loop.state.step})", file=sys.stderr)
+    distributed.barrier(d)  # rank 0 has set the folder up (or trimmed it for resuming)
+    previous = _on_signals(loop)
+    try:
+        loop.run(loader, position)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return _finish(setup, loop, n_train, loop.caches)
+
+
+def _save_model(setup: Setup, model: nn.Module) -> None:
+    saved: Any = merge_lora(model) if setup.spec.lora is not None else model
+    saved.save_pretrained(setup.out)
+    setup.loaded.tokenizer.save_pretrained(setup.out)
+
+
+def _finish(setup: Setup, loop: Loop, n_train: int, caches: Caches) -> RunResult:
+    """Restore the best weights, save the model and write ``result.json``."""
+    model, s = loop.model, loop.state
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, value in s.best_weights.items():
+            params[name].copy_(value)
+    trainable, total = count_params(model)
+    policy_state = loop.policy.state_dict()
+    main = loop.dist.is_main  # replicas are identical: rank 0 writes for all of them
+    if main:
+        _save_model(setup, model)
+    result = RunResult(
+        status="succeeded",
+        task=setup.data.task.name,
+        main_metric=setup.data.task.main_metric,
+        freeze=setup.config.freeze,
+        frozen_units=s.frozen_units,
+        num_blocks=setup.units.num_blocks,
+        final=s.last,
+        best=s.best,
+        steps=s.step,
+        train_examples=n_train,
+        wall_time_s=round(s.train_time + s.eval_time, 3),
+        train_time_s=round(s.train_time, 3),
+        eval_time_s=round(s.eval_time, 3),
+        train_examples_per_s=round(s.examples / max(s.train_time, 1e-9), 2),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        trainable_params=trainable,
+        total_params=total,
+        trainable=s.trainable,
+        freeze_timeline=s.timeline,
+        policy_state=policy_state,
+        cache=caches.stats(),
+        model_path=setup.loaded.path,
+        config=setup.config.to_dict(),
+        processes=loop.dist.world,
+        provenance=provenance(),
+    )
+    if main:
+        atomic_write_json(setup.out / "result.json", result.to_dict())
+    caches.close()  # a spilled cache's file can be gigabytes: the run is done with it
+    return result
