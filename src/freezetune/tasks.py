@@ -14,12 +14,23 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from freezetune.errors import UserError
 from freezetune.readers import DATA_SUFFIXES, Table, read_delimited, read_file
 
-__all__ = ["GLUE_TASKS", "Example", "GlueSpec", "TaskData", "TaskInfo", "load_task"]
+if TYPE_CHECKING:
+    from freezetune.config import RunConfig
+
+__all__ = [
+    "GLUE_TASKS",
+    "Example",
+    "GlueSpec",
+    "TaskData",
+    "TaskInfo",
+    "load_configured",
+    "load_task",
+]
 
 
 @dataclass(frozen=True)
@@ -325,3 +336,21 @@ def load_task(
         if not examples:
             raise UserError(f"the {split} split of task '{info.name}' is empty; give it examples")
     return TaskData(info, train, validation)
+
+
+def load_configured(config: RunConfig) -> TaskData:
+    """The task a run config names, with its subsets: what training and the study's baseline
+    both read (the dev subset depends only on ``max_eval_samples`` and the seed)."""
+    d = config.data
+    return load_task(
+        d.task,
+        data_dir=d.data_dir,
+        train_file=d.train_file,
+        validation_file=d.validation_file,
+        text_columns=d.text_columns,
+        label_column=d.label_column,
+        regression=d.regression,
+        max_train_samples=d.max_train_samples,
+        max_eval_samples=d.max_eval_samples,
+        seed=config.train.seed,
+    )

@@ -40,7 +40,7 @@ from freezetune.models import LoadedModel, load_model
 from freezetune.optim import build_optimizer
 from freezetune.records import RunResult, append_jsonl, atomic_write_json, peak_rss_mb, provenance
 from freezetune.scoring import evaluate_model
-from freezetune.tasks import TaskData, load_task
+from freezetune.tasks import TaskData, load_configured
 from freezetune.units import Units, count_params, split_units
 
 __all__ = ["RunResult", "Setup", "prepare", "resume", "resume_config", "train"]
@@ -95,27 +95,11 @@ def check_out_dir(config: RunConfig, resume: bool = False) -> Path:
     return out
 
 
-def _load_data(config: RunConfig) -> TaskData:
-    d = config.data
-    return load_task(
-        d.task,
-        data_dir=d.data_dir,
-        train_file=d.train_file,
-        validation_file=d.validation_file,
-        text_columns=d.text_columns,
-        label_column=d.label_column,
-        regression=d.regression,
-        max_train_samples=d.max_train_samples,
-        max_eval_samples=d.max_eval_samples,
-        seed=config.train.seed,
-    )
-
-
 def prepare(config: RunConfig, resume: bool = False) -> Setup:
     """Load data and model and resolve the freeze spec; raise UserError on any bad input."""
     spec = parse_freeze(config.freeze)
     out = check_out_dir(config, resume)
-    data = _load_data(config)
+    data = load_configured(config)
     set_seed(config.train.seed)  # the head's initialisation depends on it
     loaded = load_model(
         config.model.name,

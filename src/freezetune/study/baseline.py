@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from freezetune.config import RunConfig
 from freezetune.evaluate import compute_metrics
 from freezetune.records import atomic_write_text
 from freezetune.study.spec import config_hash
-from freezetune.tasks import TaskInfo, load_task
+from freezetune.tasks import TaskInfo, load_configured
 
 __all__ = [
     "BASELINE_FILE",
@@ -107,19 +108,7 @@ def trivial_baseline(task: TaskInfo, labels: np.ndarray) -> Baseline:
 def compute_baseline(config: dict[str, Any]) -> Baseline:
     """Load a run's dev examples as its training does (same subset and seed) and score the
     trivial baseline on them. Raises (UserError, OSError, ...) when the data can't be loaded."""
-    data = config.get("data") or {}
-    text_columns = data.get("text_columns")
-    loaded = load_task(
-        data.get("task"),
-        data_dir=data.get("data_dir"),
-        train_file=data.get("train_file"),
-        validation_file=data.get("validation_file"),
-        text_columns=tuple(text_columns) if text_columns else None,
-        label_column=data.get("label_column"),
-        regression=bool(data.get("regression")),
-        max_eval_samples=data.get("max_eval_samples"),
-        seed=int((config.get("train") or {}).get("seed", 0)),
-    )
+    loaded = load_configured(RunConfig.from_dict(config))
     return trivial_baseline(loaded.task, np.array([ex.label for ex in loaded.validation]))
 
 
