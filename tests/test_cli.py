@@ -181,6 +181,13 @@ TRAIN_FLAGS = {
     ),
     "--pooling": ("pooler", "cls", "mean", "last"),
     "--cache-dtype": ("float32", "bfloat16", "float16"),
+    # added since: distillation (issue 12), inference timing, live curves (issue 15)
+    **kinds("str", "--teacher"),
+    **kinds("int", "--student-layers"),
+    **kinds("float", "--kd-temperature --kd-alpha"),
+    "--student-pick": ("even", "first"),
+    "--no-inference-cost": "switch",
+    "--report-to": ("none", "tensorboard"),
 }
 STUDY_FLAGS = {
     **kinds("str", "--config --preset --name --strategies --seeds --lrs --train-sizes"),
@@ -189,6 +196,7 @@ STUDY_FLAGS = {
     **kinds("int", "--threads --jobs"),
     "--lr": "float",
     **kinds("switch", "--bf16 --retry-failed --no-progress"),
+    "--report-to": ("none", "tensorboard"),
 }
 INSPECT_FLAGS = {
     **kinds("str", "--model --blocks-path --embeddings-paths --freeze"),
@@ -198,7 +206,7 @@ INSPECT_FLAGS = {
 }
 # every other flag defaults to None, so that it never hides a value set in a YAML file
 DEFAULTS = {
-    "train": {"--no-cache": False, "--no-progress": False},
+    "train": {"--no-cache": False, "--no-progress": False, "--no-inference-cost": False},
     "study": {"--jobs": 1, "--retry-failed": False, "--out-root": "runs", "--no-progress": False},
     "inspect": {"--num-labels": 2},
 }

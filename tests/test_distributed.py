@@ -101,6 +101,12 @@ def two_process_runs(quiet_model: str, tmp_path_factory) -> Path:
     one_dev = config(quiet_model, root / "one-dev-example", "full")
     one_dev["data"]["max_eval_samples"] = 1  # rank 1 scores nothing
     configs.append(one_dev)
+    # distillation: the teacher (one process) is read by both ranks; each computes the logits
+    # of its share of the training set once and they are gathered
+    train(RunConfig.from_dict(config(quiet_model, root / "teacher", "full")))
+    student = config(quiet_model, root / "student", "full")
+    student["distill"] = {"teacher": str(root / "teacher"), "student_layers": 2}
+    configs.append(student)
     (root / "configs.json").write_text(json.dumps(configs))
     finish(torchrun(str(WORKER), str(root / "configs.json")))
     return root
@@ -128,6 +134,26 @@ def test_two_processes_train_like_one(
     if STRATEGIES[index].startswith(("gradual", "autofreeze")):  # a thaw / a freeze mid-run
         assert len({e["units_frozen"] for e in result["freeze_timeline"]}) > 1
     assert result["final"]["accuracy"] == single["final"]["accuracy"]
+
+
+def test_distillation_under_two_processes_matches_one(
+    two_process_runs: Path, tmp_path: Path
+) -> None:
+    two = two_process_runs / "student"
+    one = RunConfig.from_dict({**json.loads((two / "run_config.json").read_text())})
+    single = train(dataclasses.replace(one, out=str(tmp_path / "one")))
+    saved, alone = (
+        load_file(two / "model.safetensors"),
+        load_file(tmp_path / "one" / "model.safetensors"),
+    )
+    assert saved.keys() == alone.keys()
+    for name, value in alone.items():
+        torch.testing.assert_close(saved[name], value, atol=2e-5, rtol=1e-4)
+    result = json.loads((two / "result.json").read_text())
+    assert result["processes"] == 2 and result["distill"]["teacher"] == str(
+        two_process_runs / "teacher"
+    )
+    assert result["final"]["accuracy"] == single.final["accuracy"]
 
 
 def test_a_rank_without_dev_examples_still_pools_the_scores(two_process_runs: Path) -> None:

@@ -3,7 +3,8 @@
 A checkpoint is a folder ``<out>/checkpoints/step-NNNNNNNNN`` holding the weights
 (safetensors), the optimizer, RNG, data position, freezing-policy and loop state
 (``state.pt``, read back with ``weights_only=True``), the best weights so far, a gradient
-watcher's sums (AutoFreeze), the activation caches, and a ``manifest.json`` with every file's
+watcher's sums (AutoFreeze), the activation caches, an objective's tensors (a distillation's
+teacher logits), and a ``manifest.json`` with every file's
 size and SHA-256, written last. It is built in a temporary folder, fsynced and renamed into
 place, so a crash leaves the previous checkpoint intact; a truncated or corrupt one is skipped
 on resume.
@@ -37,6 +38,7 @@ from freezetune.distributed import Dist
 from freezetune.errors import UserError
 from freezetune.freezing.gradients import BlockGradients
 from freezetune.freezing.policies import Policy
+from freezetune.objectives import Objective
 from freezetune.state import LoopState
 
 __all__ = [
@@ -80,13 +82,15 @@ class Position(NamedTuple):
 class Resumable:
     """Everything of a run that a checkpoint saves and restores: this is the format's contents.
 
-    ``state``, the optimizer, the policy, the caches and ``grads`` are restored in place;
+    ``state``, the optimizer, the policy, the objective (a distillation's teacher logits), the
+    caches and ``grads`` are restored in place;
     ``metrics_path`` is cut back to what was logged when the checkpoint was written.
     """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     policy: Policy
+    objective: Objective
     state: LoopState
     caches: Caches
     grads: BlockGradients | None
@@ -138,6 +142,9 @@ def _write_files(
             _tensors({names[k]: v for k, v in parts.grads.sums.items()}),
             folder / "grads.safetensors",
         )
+    objective = parts.objective.state_dict()
+    if objective:
+        save_file(_tensors(objective), folder / "objective.safetensors")
     caches = {}
     for name, cache in parts.caches.items():
         if not dist.enabled:  # under DDP each rank's is its own
@@ -297,6 +304,8 @@ def restore(parts: Resumable, folder: Path, dist: Dist) -> Position:
     if parts.grads is not None and (folder / "grads.safetensors").exists():
         sums = load_file(folder / "grads.safetensors")
         parts.grads.sums = {id(params[n]): v for n, v in sums.items()}
+    if (folder / "objective.safetensors").exists():
+        parts.objective.load_state_dict(load_file(folder / "objective.safetensors"))
     for name, level in state["caches"].items():
         cache = parts.caches.get(name)
         if cache is not None:

@@ -74,6 +74,9 @@ class FreezetuneForSequenceClassification(PreTrainedModel):
     base_model_prefix = "encoder"
     supports_gradient_checkpointing = True
 
+    # forward(**kwargs) would make Trainer think the loss is normalised by num_items_in_batch
+    # here, and under gradient accumulation it would then never divide the loss
+    accepts_loss_kwargs = False
     _supports_sdpa = True
     _supports_flash_attn = True
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from freezetune.distill.config import DistillConfig
 from freezetune.errors import UserError
 from freezetune.freezing.spec import SPEC_HELP, parse_freeze
 from freezetune.options import Range, kind_of, option, set_key, validate_section
@@ -30,6 +31,7 @@ from freezetune.options import Range, kind_of, option, set_key, validate_section
 __all__ = [
     "SECTIONS",
     "DataConfig",
+    "DistillConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
@@ -90,7 +92,10 @@ class DataConfig:
         study=True,
     )
     data_dir: str | None = option(
-        None, "folder in the original GLUE layout (default $FREEZETUNE_GLUE_DIR)", study=True
+        None,
+        "folder in the original GLUE layout (default $FREEZETUNE_GLUE_DIR; with neither, GLUE "
+        "comes from the hub)",
+        study=True,
     )
     train_file: str | None = option(
         None, "your own CSV/TSV/JSONL training file (with --validation)", flag="train"
@@ -217,6 +222,19 @@ class TrainConfig:
         "largest cache kept in RAM, in MiB; bigger ones go to a memory-mapped file",
         bounds=Range(0.0),
     )
+    inference_cost: bool = option(
+        True,
+        "time the saved model on the dev set after training (result.json's inference block)",
+        flag="no-inference-cost",
+        negate="skip timing the saved model after training",
+    )
+    report_to: str = option(
+        "none",
+        "also log live curves: tensorboard (event files in <out>/tensorboard; needs "
+        "freezetune[tensorboard])",
+        choices=("none", "tensorboard"),
+        study=True,
+    )
 
     def __post_init__(self) -> None:
         validate_section(self)
@@ -224,13 +242,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: the four sections, what trains (``freeze``) and where it is written."""
+    """One run: the sections, what trains (``freeze``) and where it is written."""
 
     section: ClassVar[str] = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     freeze: str = option("full", f"what trains: {SPEC_HELP}")
     out: str = option("runs/train", "output folder: metrics.jsonl, result.json and the model")
     overwrite: bool = option(False, "replace an output folder that already holds a result")
@@ -264,6 +283,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
+    "distill": DistillConfig,
 }
 
 

@@ -37,7 +37,14 @@ __all__ = [
 ]
 
 #: Help group of each config section ("" = the top-level keys).
-GROUPS = {"model": "model", "data": "data", "optim": "optimisation", "train": "training", "": "run"}
+GROUPS = {
+    "model": "model",
+    "data": "data",
+    "optim": "optimisation",
+    "train": "training",
+    "distill": "distillation",
+    "": "run",
+}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ from freezetune.config import OptimConfig, TrainConfig
 from freezetune.errors import UserError
 from freezetune.freezing import FreezeSpec, apply_frozen, frozen_parameters, set_train_modes
 from freezetune.freezing.gradients import BlockGradients
-from freezetune.freezing.policies import GradientWatcher, Policy, Progress, linear_warmup_decay
+from freezetune.freezing.policies import GradientWatcher, Policy, Progress, unit_lr_factor
+from freezetune.objectives import Objective, TaskLoss
+from freezetune.observers import Observer
 from freezetune.records import append_jsonl
 from freezetune.state import LoopState
 from freezetune.units import Units, count_params, trainable_line
@@ -100,6 +102,8 @@ class Loop:
         out: Path,
         device: torch.device,
         caches: Caches | None = None,
+        objective: Objective | None = None,
+        observers: Sequence[Observer] = (),
     ):
         self.model, self.units, self.spec, self.policy = model, units, spec, policy
         self.optimizer, self.evaluate, self.train, self.optim = optimizer, evaluate, train, optim
@@ -110,12 +114,12 @@ class Loop:
         )
         self.out, self.metrics_path, self.device = out, out / "metrics.jsonl", device
         self.caches = caches or Caches()
+        self.objective = objective or TaskLoss()  # what each batch's loss is
+        self.observers = list(observers)  # live loggers (TensorBoard); main process only
         self.dist = distributed.current()
         self.runner: nn.Module = model  # what training calls: the model or its DDP wrapper
         self.stop_signal: int | None = None  # set by SIGINT/SIGTERM: checkpoint, then stop
         self.state = LoopState()
-        num_blocks = units.num_blocks
-        self.depth = {i: num_blocks + 1 - i for i in range(num_blocks + 2)}  # head: 0
         self.watcher = policy if isinstance(policy, GradientWatcher) else None
         self.grads = BlockGradients(model, units) if self.watcher is not None else None
 
@@ -147,9 +151,28 @@ class Loop:
         if self.dist.is_main:
             print(f"step {s.step}: {frozen_units} units frozen; {s.trainable}", file=sys.stderr)
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: dict[str, Any], live: dict[str, Any] | None = None) -> None:
+        """Append ``record`` to metrics.jsonl; observers also see the ``live`` extras."""
         if self.dist.is_main:
             append_jsonl(self.metrics_path, record)
+            for observer in self.observers:
+                observer.on_record({**record, **(live or {})})
+
+    def cache_hit_rate(self) -> dict[str, float]:
+        """The training cache's share of batches served from cached states, so far."""
+        cache = self.caches.train
+        if cache is None or not cache.hits + cache.misses:
+            return {}
+        return {"cache_hit_rate": cache.hits / (cache.hits + cache.misses)}
+
+    def observe_step(self, loss: float) -> None:
+        """Tell the observers about the optimizer step just taken (loss, each unit's LR)."""
+        if not (self.observers and self.dist.is_main):
+            return
+        names = self.units.names
+        lrs = {names[g["unit"]]: g["lr"] for g in self.optimizer.param_groups}
+        for observer in self.observers:
+            observer.on_step(self.state.step, loss, lrs)
 
     def apply_freezing(self, frozen_units: int | None) -> None:
         """Make the first ``frozen_units`` units frozen (requires_grad, eval mode); no logging."""
@@ -164,15 +187,10 @@ class Loop:
 
     # 2) every group's LR: base x (policy's factor or warmup/decay) x llrd^(depth from top)
     def set_learning_rates(self) -> None:
-        step = self.state.step
-        progress = Progress(step, self.total_steps, self.steps_per_epoch)
-        default = linear_warmup_decay(step, self.total_steps, self.optim.warmup_ratio)
+        progress = Progress(self.state.step, self.total_steps, self.steps_per_epoch)
+        blocks, warmup = self.units.num_blocks, self.optim.warmup_ratio
         for group in self.optimizer.param_groups:
-            unit = group["unit"]
-            factor = self.policy.lr_factor(unit, progress)
-            factor = default if factor is None else factor
-            if self.spec.llrd is not None:
-                factor *= self.spec.llrd ** self.depth[unit]
+            factor = unit_lr_factor(self.spec, self.policy, blocks, group["unit"], progress, warmup)
             group["lr"] = group["base_lr"] * factor
 
     # 3) checkpoints: exactly what ``resumable`` names, nothing else
@@ -182,6 +200,7 @@ class Loop:
             model=self.model,
             optimizer=self.optimizer,
             policy=self.policy,
+            objective=self.objective,
             state=self.state,
             caches=self.caches,
             grads=self.grads,
@@ -203,6 +222,7 @@ class Loop:
             self.total_steps, t.progress and self.dist.is_main, f"train {self.spec.text}"
         )
         bar.update(s.step)
+        s.train_time += self.objective.prepare()  # e.g. the teacher's one pass (not on resume)
         for epoch in range(start_epoch, t.epochs):
             set_epoch(loader, epoch)  # a new, reproducible order every epoch
             set_train_modes(self.model, self.units, self.frozen_units, True)
@@ -219,6 +239,7 @@ class Loop:
                 if not last:
                     continue
                 self._optimizer_step()
+                self.observe_step(running)
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.4f}", epoch=epoch + 1)
                 running = 0.0
@@ -272,9 +293,10 @@ class Loop:
         if not sync and isinstance(self.runner, DistributedDataParallel):
             quiet = self.runner.no_sync()  # accumulate locally; all-reduce on the last one
         with quiet:
+            index, labels = batch.get("index"), batch["labels"]
             with autocast(t.bf16, self.device):
                 out = forward(self.runner, self.caches.train, batch, self.frozen_units)
-                loss = out.loss / t.grad_accum
+                loss = self.objective.loss(out, labels, index) / t.grad_accum
             bad, total = int(not torch.isfinite(loss)), n
             if self.dist.enabled:  # one collective: the global batch size, and any bad loss
                 total, bad = distributed.sum_ints([n, bad], self.dist)
@@ -329,7 +351,7 @@ class Loop:
             "train_time_s": round(s.train_time, 3),
             "wall_time_s": round(s.train_time + s.eval_time, 3),
         }
-        self.log(record)
+        self.log(record, live=self.cache_hit_rate())
         s.last = record
         if s.best is None or metrics[self.main] > s.best[self.main]:
             s.best = record

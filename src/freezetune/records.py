@@ -111,11 +111,15 @@ class RunResult:
 
     Times are seconds. ``final`` and ``best`` are eval records (the metrics plus ``step``,
     ``epoch`` and times); ``frozen_units`` is the number of leading units frozen at the end
-    (``units_frozen`` in the file).
+    (``units_frozen`` in the file). ``inference`` and ``distill`` are absent from files written
+    before they existed; they read back as None.
 
     >>> r = RunResult.from_dict(_EXAMPLE)
     >>> r.best_score, r.out.name, r.to_dict() == _EXAMPLE
     (0.9, 'x', True)
+    >>> old = {k: v for k, v in _EXAMPLE.items() if k not in ("inference", "distill")}
+    >>> RunResult.from_dict(old).inference is None
+    True
     """
 
     status: str
@@ -143,6 +147,11 @@ class RunResult:
     config: dict[str, Any]  # the RunConfig, as ``RunConfig.to_dict()``
     processes: int
     provenance: dict[str, Any] = field(default_factory=dict)  # PROVENANCE_KEYS
+    #: the saved model's cost to use (``inference.measure_inference``); None: not measured
+    inference: dict[str, Any] | None = None
+    #: a distilled run's teacher: ``teacher`` (its run folder), ``teacher_wall_time_s`` and
+    #: ``logits_time_s``; None for a run without a teacher
+    distill: dict[str, Any] | None = None
 
     @property
     def out(self) -> Path:
@@ -181,6 +190,8 @@ class RunResult:
             "model_path": self.model_path,
             "config": self.config,
             "processes": self.processes,
+            "inference": self.inference,
+            "distill": self.distill,
             **self.provenance,
         }
 
@@ -217,6 +228,8 @@ _EXAMPLE: dict[str, Any] = {
     "model_path": "m",
     "config": {"out": "runs/x"},
     "processes": 1,
+    "inference": None,
+    "distill": None,
     "git": None,
     "versions": {},
     "python": "3.11",

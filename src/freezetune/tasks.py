@@ -1,9 +1,10 @@
 """Tasks: what a task looks like, and loading one as train and validation examples.
 
-A task comes from one of three sources: a GLUE task by name (the original GLUE TSV folders),
-your own train/validation files (CSV, TSV or JSONL, read by `freezetune.readers`), or a hub
-dataset (with the optional `datasets` package). `load_task` picks the source and takes seeded
-subsets. Nothing here tokenizes or batches: that is `freezetune.batching`.
+A task comes from one of three sources: a GLUE task by name (the original GLUE TSV folders, or
+without one `nyu-mll/glue` from the hub, giving the same examples), your own train/validation
+files (CSV, TSV or JSONL, read by `freezetune.readers`), or a hub dataset (hub datasets need the
+optional `datasets` package; see `freezetune.hub`). `load_task` picks the source and takes
+seeded subsets. Nothing here tokenizes or batches: that is `freezetune.batching`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from freezetune import hub
 from freezetune.errors import UserError
 from freezetune.readers import DATA_SUFFIXES, Table, read_delimited, read_file
 
@@ -210,27 +212,33 @@ def _own_task(
 # ---------------------------------------------------------------- sources: GLUE, files, hub
 
 
-def _load_glue(name: str, data_dir: str | None) -> _Splits:
-    spec = GLUE_TASKS[name]
-    root = data_dir or os.environ.get("FREEZETUNE_GLUE_DIR")
-    if not root:
-        raise UserError(
-            f"no GLUE folder given for task '{name}'; pass --data-dir or set FREEZETUNE_GLUE_DIR "
-            f"to the folder that holds {spec.folder}/"
-        )
+def _glue_folder(spec: GlueSpec, root: str) -> tuple[Table, Table]:
+    """The task's train and dev tables from a folder in the original GLUE TSV layout."""
     folder = Path(root) / spec.folder
     if not folder.is_dir():
         raise UserError(
             f"GLUE folder not found: {folder}; pass --data-dir (or set FREEZETUNE_GLUE_DIR) to the "
             f"folder that holds {spec.folder}/train.tsv"
         )
-    task, splits = spec.task, []
+    tables = []
     for file in ("train.tsv", spec.dev_file):
         table = read_delimited(folder / file, "\t", glue=True, columns=spec.columns)
         fix = "use the original GLUE TSV files for this task"
-        table.check_columns((*task.text_columns, task.label_column), fix)
-        splits.append(_examples(table, task, f"GLUE task {name}"))
-    return task, splits[0], splits[1]
+        table.check_columns((*spec.task.text_columns, spec.task.label_column), fix)
+        tables.append(table)
+    return tables[0], tables[1]
+
+
+def _load_glue(name: str, data_dir: str | None) -> _Splits:
+    """A GLUE task from its folder (--data-dir or $FREEZETUNE_GLUE_DIR), else from the hub."""
+    spec = GLUE_TASKS[name]
+    task, root = spec.task, data_dir or os.environ.get("FREEZETUNE_GLUE_DIR")
+    if root:
+        train, dev = _glue_folder(spec, root)
+    else:  # the same columns and label strings as the TSV files, so the same examples
+        train, dev = hub.glue_tables(name, task.text_columns, task.label_column, spec.folder)
+    origin = f"GLUE task {name}"
+    return task, _examples(train, task, origin), _examples(dev, task, origin)
 
 
 def _load_files(
@@ -252,25 +260,7 @@ def _load_hub(
     name: str, text_columns: Sequence[str] | None, label_column: str | None, regression: bool
 ) -> _Splits:
     """Load `hf:NAME[:CONFIG]` or `owner/name` with the optional `datasets` package."""
-    try:
-        import datasets  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError(
-            f"task '{name}' is a hub dataset and needs the datasets package; "
-            "pip install datasets (or use --train/--validation files)"
-        ) from None
-    path, _, config = name.removeprefix("hf:").partition(":")
-    loaded = datasets.load_dataset(path, config or None)
-    if "train" not in loaded or "validation" not in loaded:
-        raise UserError(
-            f"hub dataset '{name}' needs train and validation splits; has {list(loaded)}"
-        )
-    train, validation = (
-        Table(
-            f"{name}[{split}]", tuple(loaded[split].column_names), list(enumerate(loaded[split], 1))
-        )
-        for split in ("train", "validation")
-    )
+    train, validation = hub.dataset_tables(name)
     return _own_task(name, (train, validation), text_columns, label_column, regression, train.path)
 
 
@@ -301,7 +291,8 @@ def load_task(
 ) -> TaskData:
     """Load a GLUE task (by name), your own train/validation files, or a hub dataset.
 
-    Own files default to a 'text' column and a 'label' column.
+    A GLUE task reads `data_dir` (default $FREEZETUNE_GLUE_DIR) or, with neither, `nyu-mll/glue`
+    from the hub. Own files default to a 'text' column and a 'label' column.
 
     >>> data = load_task("sst2", data_dir="/data/glue", max_train_samples=100)  # doctest: +SKIP
     >>> data.task.labels, len(data.train)  # doctest: +SKIP

@@ -10,10 +10,8 @@ continues a run that was stopped, from its newest intact checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
-import shutil
 import signal
 import sys
 import threading
@@ -26,26 +24,33 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from freezetune import checkpoint, distributed
+from freezetune import distributed
 from freezetune.batching import Collator, make_loader, tokenize
 from freezetune.caching import Caches, caches_prefix, make_caches
 from freezetune.config import RunConfig
+from freezetune.distill.run import check_teacher, cut_student, make_objective
+from freezetune.distill.teacher import Teacher
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
 from freezetune.freezing import FreezeSpec, frozen_parameters, parse_freeze
 from freezetune.freezing.lora import add_lora, merge_lora
 from freezetune.freezing.policies import Policy, make_policy
+from freezetune.inference import measure_inference
 from freezetune.loop import Loop
 from freezetune.models import LoadedModel, load_model
+from freezetune.objectives import Objective
+from freezetune.observers import check_reporters, make_observers
 from freezetune.optim import build_optimizer
-from freezetune.records import RunResult, append_jsonl, atomic_write_json, peak_rss_mb, provenance
+from freezetune.records import RunResult, atomic_write_json, peak_rss_mb, provenance
+from freezetune.rundir import check_out_dir, resume_config, start_outputs, start_record
 from freezetune.scoring import evaluate_model
 from freezetune.tasks import TaskData, load_configured
 from freezetune.units import Units, count_params, split_units
 
 __all__ = ["RunResult", "Setup", "prepare", "resume", "resume_config", "train"]
 
-RESULT_FILES = ("result.json", "model.safetensors")
+#: single examples timed for the batch-1 latency of a saved model
+LATENCY_SAMPLES = 100
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Setup:
     model: nn.Module  # loaded.model, or its LoRA-wrapped version
     units: Units
     out: Path
+    teacher: Teacher | None = None  # distillation's finished run, checked
 
     @property
     def frozen(self) -> frozenset[str]:
@@ -75,30 +81,11 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_out_dir(config: RunConfig, resume: bool = False) -> Path:
-    """Refuse to replace a finished run unless asked (before any work is done)."""
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} is a file; pass --out with a folder")
-    if resume and (out / "result.json").exists():
-        raise UserError(f"{out} already finished (result.json exists); nothing to resume")
-    if not (config.overwrite or resume) and any((out / n).exists() for n in RESULT_FILES):
-        raise UserError(
-            f"output folder {out} already holds a result; pass --overwrite to replace it "
-            "or choose another --out"
-        )
-    if not (config.overwrite or resume) and any((out / "checkpoints").glob("step-*")):
-        raise UserError(
-            f"output folder {out} holds an unfinished run; continue it with --resume {out} "
-            "or start over with --overwrite"
-        )
-    return out
-
-
 def prepare(config: RunConfig, resume: bool = False) -> Setup:
     """Load data and model and resolve the freeze spec; raise UserError on any bad input."""
     spec = parse_freeze(config.freeze)
     out = check_out_dir(config, resume)
+    check_reporters((config.train.report_to,))
     data = load_configured(config)
     set_seed(config.train.seed)  # the head's initialisation depends on it
     loaded = load_model(
@@ -109,6 +96,8 @@ def prepare(config: RunConfig, resume: bool = False) -> Setup:
         classifier_dropout=config.model.classifier_dropout,
         trust_remote_code=config.model.trust_remote_code,
     )
+    cut_student(config, loaded.model)  # --student-layers: before LoRA and the unit split
+    teacher = check_teacher(config, data, loaded.tokenizer)
     model: nn.Module = loaded.model
     if spec.lora is not None:
         model = add_lora(loaded.model, dict(spec.lora))
@@ -116,7 +105,7 @@ def prepare(config: RunConfig, resume: bool = False) -> Setup:
         model, blocks_path=config.model.blocks_path, embeddings_paths=config.model.embeddings_paths
     )
     spec.frozen_units(units.num_blocks)  # validates bottom:K / top:K against the model
-    return Setup(config, spec, data, loaded, model, units, out)
+    return Setup(config, spec, data, loaded, model, units, out, teacher)
 
 
 def _on_signals(loop: Loop) -> Any:
@@ -132,20 +121,6 @@ def _on_signals(loop: Loop) -> Any:
         )
 
     return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-def resume_config(out: str | Path) -> RunConfig:
-    """The config a run in ``out`` was started with (for ``--resume``)."""
-    path = Path(out) / "run_config.json"
-    if (Path(out) / "result.json").exists():
-        raise UserError(f"{out} already finished (result.json exists); nothing to resume")
-    if not path.is_file():
-        raise UserError(f"{out} holds no run to resume (no run_config.json); check the folder")
-    try:
-        data = json.loads(path.read_text())
-        return RunConfig.from_dict({**data, "out": str(out)})  # the folder may have moved
-    except ValueError as err:
-        raise UserError(f"{path} is not a valid run config ({err})") from None
 
 
 def train(config: RunConfig, setup: Setup | None = None) -> RunResult:
@@ -183,6 +158,7 @@ class _Batches:
     validation: list[dict]
     train_loader: DataLoader
     eval_loader: DataLoader
+    collate: Collator
 
 
 def _batches(setup: Setup, model: nn.Module, d: Dist) -> _Batches:
@@ -210,26 +186,7 @@ def _batches(setup: Setup, model: nn.Module, d: Dist) -> _Batches:
         seed=t.seed,
         collate=collate,
     )
-    return _Batches(train_features, eval_features, train_loader, eval_loader)
-
-
-def _start_outputs(setup: Setup, resume: bool, total_steps: int, d: Dist) -> Path | None:
-    """Only now, after every check passed, is anything written; return the checkpoint to
-    resume from (None for a fresh start). ``--overwrite`` replaces our files in place."""
-    out, config = setup.out, setup.config
-    metrics_path = out / "metrics.jsonl"
-    latest = checkpoint.find_latest(out) if resume else None
-    if resume and latest is None:
-        raise UserError(f"no intact checkpoint in {out}/checkpoints; start the run again")
-    if d.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    if latest is None and d.is_main:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # --overwrite: start over
-        atomic_write_json(out / "run_config.json", config.to_dict())  # config.json is the model's
-        metrics_path.unlink(missing_ok=True)
-        start = {"event": "start", "step": 0, "freeze": config.freeze, "total_steps": total_steps}
-        append_jsonl(metrics_path, start)
-    return latest
+    return _Batches(train_features, eval_features, train_loader, eval_loader, collate)
 
 
 def _run(setup: Setup, resume: bool) -> RunResult:
@@ -252,12 +209,15 @@ def _run(setup: Setup, resume: bool) -> RunResult:
     policy = make_policy(
         setup.spec, setup.units.num_blocks, total_steps, steps_per_epoch, config.optim.warmup_ratio
     )
-    latest = _start_outputs(setup, resume, total_steps, d)
+    latest = start_outputs(setup.out, config, resume, total_steps, d)
     # frozen prefixes run once: their outputs are cached per example (RAM or a file)
     splits = {"train": data.train, "validation": data.validation}
     caches = make_caches(model, setup.units, t, setup.out, splits)
-    loop = _make_loop(setup, model, optimizer, policy, data, caches, device)
-    return _train(setup, loop, latest, len(data.train), data.train_loader)
+    objective = make_objective(
+        config, setup.teacher, setup.data, data.train, data.collate, device, d
+    )
+    loop = _make_loop(setup, model, optimizer, policy, data, caches, device, objective)
+    return _train(setup, loop, latest, data)
 
 
 def _make_loop(
@@ -268,6 +228,7 @@ def _make_loop(
     data: _Batches,
     caches: Caches,
     device: torch.device,
+    objective: Objective,
 ) -> Loop:
     """The loop over ``data``: it evaluates on the dev loader, from the dev cache if any."""
     t, task = setup.config.train, setup.data.task
@@ -299,12 +260,14 @@ def _make_loop(
         out=setup.out,
         device=device,
         caches=caches,
+        objective=objective,
+        observers=make_observers((t.report_to,), setup.out, setup.config.to_dict())
+        if distributed.current().is_main
+        else (),
     )
 
 
-def _train(
-    setup: Setup, loop: Loop, latest: Path | None, n_train: int, loader: DataLoader
-) -> RunResult:
+def _train(setup: Setup, loop: Loop, latest: Path | None, data: _Batches) -> RunResult:
     """Resume ``loop`` from ``latest`` if given, run it (signals stop it cleanly), finish."""
     d, position = loop.dist, None
     if latest is not None:
@@ -312,13 +275,18 @@ def _train(
         if d.is_main:
             print(f"resumed from {latest} (step {loop.state.step})", file=sys.stderr)
     distributed.barrier(d)  # rank 0 has set the folder up (or trimmed it for resuming)
+    if latest is None:  # a fresh start: observers see the record metrics.jsonl starts with
+        for observer in loop.observers:
+            observer.on_record(start_record(setup.config, loop.total_steps))
     previous = _on_signals(loop)
     try:
-        loop.run(loader, position)
+        loop.run(data.train_loader, position)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return _finish(setup, loop, n_train, loop.caches)
+        for observer in loop.observers:
+            observer.close()
+    return _finish(setup, loop, data, loop.caches)
 
 
 def _save_model(setup: Setup, model: nn.Module) -> None:
@@ -327,8 +295,24 @@ def _save_model(setup: Setup, model: nn.Module) -> None:
     setup.loaded.tokenizer.save_pretrained(setup.out)
 
 
-def _finish(setup: Setup, loop: Loop, n_train: int, caches: Caches) -> RunResult:
-    """Restore the best weights, save the model and write ``result.json``."""
+def _inference_cost(setup: Setup, data: _Batches) -> dict[str, Any] | None:
+    """The saved model's speed on the dev set, timed in this process (rank 0), or None."""
+    t = setup.config.train
+    if not t.inference_cost:
+        return None
+    features = data.validation
+    return measure_inference(
+        setup.out,
+        features,
+        data.collate,
+        batch_size=t.eval_batch_size,
+        bf16=t.bf16,
+        latency_samples=min(LATENCY_SAMPLES, len(features)),
+    )
+
+
+def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResult:
+    """Restore the best weights, save the model, time it and write ``result.json``."""
     model, s = loop.model, loop.state
     with torch.no_grad():
         params = dict(model.named_parameters())
@@ -337,8 +321,10 @@ def _finish(setup: Setup, loop: Loop, n_train: int, caches: Caches) -> RunResult
     trainable, total = count_params(model)
     policy_state = loop.policy.state_dict()
     main = loop.dist.is_main  # replicas are identical: rank 0 writes for all of them
+    inference = None
     if main:
         _save_model(setup, model)
+        inference = _inference_cost(setup, data)
     result = RunResult(
         status="succeeded",
         task=setup.data.task.name,
@@ -349,7 +335,7 @@ def _finish(setup: Setup, loop: Loop, n_train: int, caches: Caches) -> RunResult
         final=s.last,
         best=s.best,
         steps=s.step,
-        train_examples=n_train,
+        train_examples=len(data.train),
         wall_time_s=round(s.train_time + s.eval_time, 3),
         train_time_s=round(s.train_time, 3),
         eval_time_s=round(s.eval_time, 3),
@@ -361,6 +347,8 @@ def _finish(setup: Setup, loop: Loop, n_train: int, caches: Caches) -> RunResult
         freeze_timeline=s.timeline,
         policy_state=policy_state,
         cache=caches.stats(),
+        inference=inference,
+        distill=loop.objective.summary(),
         model_path=setup.loaded.path,
         config=setup.config.to_dict(),
         processes=loop.dist.world,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -26,15 +28,19 @@ class BlockGradients:
     @torch.no_grad()
     def accumulate(self) -> None:
         """Call once per optimizer step, after backward (before the gradients are zeroed)."""
-        for block in self.blocks:
-            for p in block:
-                if p.grad is None:
-                    continue
-                acc = self.sums.get(id(p))
-                if acc is None:
-                    self.sums[id(p)] = p.grad.detach().float().clone()
-                else:
-                    acc.add_(p.grad.detach().float())
+        self.add(
+            {id(p): p.grad.detach().float() for b in self.blocks for p in b if p.grad is not None}
+        )
+
+    @torch.no_grad()
+    def add(self, grads: Mapping[int, torch.Tensor]) -> None:
+        """Add one step's gradients (keyed by ``id(parameter)``) to the sums."""
+        for key, grad in grads.items():
+            acc = self.sums.get(key)
+            if acc is None:
+                self.sums[key] = grad.clone()
+            else:
+                acc.add_(grad)
 
     @torch.no_grad()
     def norms(self, reset: bool = True) -> list[float]:

@@ -312,6 +312,31 @@ def _steps(spec: FreezeSpec, steps_per_epoch: int, default_epochs: float) -> int
     return max(1, int(steps))  # type: ignore[call-overload]
 
 
+def unit_lr_factor(
+    spec: FreezeSpec,
+    policy: Policy,
+    num_blocks: int,
+    unit: int,
+    progress: Progress,
+    warmup_ratio: float,
+) -> float:
+    """Multiplier of unit ``unit``'s base LR: the policy's factor, else linear warmup and
+    decay, times ``llrd ** (depth below the head)``. ``Loop.set_learning_rates`` and the
+    Trainer callback's scheduler both use it, so their rates are bit-identical.
+
+    >>> from freezetune.freezing import parse_freeze
+    >>> from freezetune.freezing.policies import Static
+    >>> unit_lr_factor(parse_freeze("llrd:0.5"), Static(0), 2, 1, Progress(5, 10, 10), 0.0)
+    0.125
+    """
+    default = linear_warmup_decay(progress.step, progress.total, warmup_ratio)
+    factor = policy.lr_factor(unit, progress)
+    factor = default if factor is None else factor
+    if spec.llrd is not None:
+        factor *= spec.llrd ** (num_blocks + 1 - unit)  # the head is unit num_blocks + 1
+    return factor
+
+
 def make_policy(
     spec: FreezeSpec, num_blocks: int, total_steps: int, steps_per_epoch: int, warmup_ratio: float
 ) -> Policy:

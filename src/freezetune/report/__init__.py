@@ -1,5 +1,7 @@
 """Reports of a study: tables, plots, HTML and the plain-language answer, all computed from the
 rows in ``results.sqlite`` (pure functions; :func:`write_report` is the only one that writes).
+Where the runs measured their saved model's inference, or distilled a student, the report adds
+those costs and what they answer (:mod:`freezetune.report.speed`).
 
 >>> written = write_report("runs/default")  # doctest: +SKIP
 >>> written.headline  # doctest: +SKIP
@@ -19,6 +21,7 @@ from freezetune.report.cells import results_csv, strategies_csv
 from freezetune.report.html import render_html
 from freezetune.report.markdown import render_markdown
 from freezetune.report.plots import PLOTS, render_plots
+from freezetune.report.speed import SpeedAnswer
 from freezetune.report.tables import BaselineLine, Line, Summary, summarize
 from freezetune.study.baseline import Baseline, ensure_baselines
 from freezetune.study.store import RunRow, open_store, read_rows
@@ -27,6 +30,7 @@ __all__ = [
     "Answer",
     "BaselineLine",
     "Line",
+    "SpeedAnswer",
     "Summary",
     "WrittenReport",
     "answer_study",

@@ -6,7 +6,9 @@ Per context (usually the whole study): how far full fine-tuning got above the tr
 full fine-tuning, the cheapest of them, the deepest freeze that keeps >= 90% of full
 fine-tuning's gain over the baseline (the yardstick of Lee et al. 2019, arXiv 1911.03090, read
 above the floor), whether the metric falls as more blocks freeze (Spearman's rank correlation
-over the static ``bottom:K`` runs), and which strategies score below the baseline.
+over the static ``bottom:K`` runs), and which strategies score below the baseline. When the
+runs measured their saved model's inference or distilled a student, the answer adds what is
+cheapest to train and to run, and whether distillation paid (:mod:`freezetune.report.speed`).
 
 >>> describe_units(3, 6), describe_units(7, 6)
 ('embeddings + 2 of 6 blocks frozen', 'the whole body frozen')
@@ -14,13 +16,16 @@ over the static ``bottom:K`` runs), and which strategies score below the baselin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from scipy import stats
 
+from freezetune.report.costs import training_wall
 from freezetune.report.rules import (
+    ALPHA,
     DISAGREE,
     HELP,
     KEEP,
@@ -34,11 +39,10 @@ from freezetune.report.rules import (
     retention,
     signal,
 )
+from freezetune.report.speed import SpeedAnswer, speed_answer
 from freezetune.report.tables import BaselineLine, Line, Summary
 
 __all__ = ["ALPHA", "KEEP", "Answer", "answer_study", "describe_units", "trend"]
-
-ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Answer:
     signal: bool | None = None  # enough signal to rank; None: the baseline is unknown
     below: tuple[str, ...] = ()  # labels scoring below the trivial baseline
     disagree: tuple[str, ...] = ()  # labels whose raw % and % of gain differ by > DISAGREE
+    speed: SpeedAnswer | None = None  # training and inference cost, distillation; None: no data
 
 
 def describe_units(units: int | None, blocks: int | None) -> str:
@@ -125,14 +130,27 @@ def _tests(full: Line, others: list[Line], metric: str) -> tuple[list[str], list
     return out, same
 
 
+def _trains(line: Line) -> float:
+    """Its training wall time; a distilled student's counts its teacher's."""
+    return training_wall(line.wall, line.student, line.cost)
+
+
+def _speedup(full: Line, line: Line) -> float:
+    """Full fine-tuning's wall time over ``line``'s training time (0 when that is unknown)."""
+    seconds = _trains(line)
+    return full.wall / seconds if seconds > 0 else 0.0
+
+
 def _cheapest(full: Line, same: list[Line]) -> tuple[str | None, Line | None]:
     if not same:
         return None, None
-    best = min(same, key=lambda line: line.wall)
-    verdict = "faster" if best.wall < full.wall else "not faster"
+    best = min(same, key=_trains)
+    seconds = _trains(best)
+    teacher = " counting its teacher's training" if seconds != best.wall else ""
+    verdict = "faster" if seconds < full.wall else "not faster"
     return (
-        f"The cheapest of them is {best.label}: {best.wall:.1f} s against {full.wall:.1f} s for "
-        f"full fine-tuning ({(best.speedup or 0):.2f}x, {verdict}).",
+        f"The cheapest of them is {best.label}: {seconds:.1f} s{teacher} against "
+        f"{full.wall:.1f} s for full fine-tuning ({_speedup(full, best):.2f}x, {verdict}).",
         best,
     )
 
@@ -271,7 +289,7 @@ def _headline(
     return (
         f"{len(same)} of {len(others)} strateg{'y is' if len(others) == 1 else 'ies are'} "
         f"indistinguishable from full fine-tuning (Welch p >= {ALPHA})"
-        + (f"; cheapest: {cheap.label} (speedup {(cheap.speedup or 0):.2f}x)" if cheap else "")
+        + (f"; cheapest: {cheap.label} (speedup {_speedup(full, cheap):.2f}x)" if cheap else "")
         + f". {deep}"
     )
 
@@ -318,8 +336,10 @@ def answer_study(summary: Summary) -> list[Answer]:
         if line.n:  # strategies that never succeeded show up in the table's failures only
             groups.setdefault(line.reference, []).append(line)
     floors = {b.reference: b for b in summary.baselines}
-    return [
-        _answer((label or "").removeprefix("full").strip(), lines, summary.metric,
-                floors.get(label or ""))
-        for label, lines in groups.items()
-    ]  # fmt: skip
+    answers = []
+    for label, lines in groups.items():
+        context = (label or "").removeprefix("full").strip()
+        found = _answer(context, lines, summary.metric, floors.get(label or ""))
+        speed = speed_answer(lines, summary.metric, found.signal)
+        answers.append(dataclasses.replace(found, speed=speed))
+    return answers

@@ -2,6 +2,9 @@
 baseline as a row of its own), ``strategies.csv`` (the same lines as plain numbers) and
 ``results.csv`` (one line per run). Pure functions of the summary and rows.
 
+The table shows the inference columns when some run measured its saved model, and the wall
+time counting the teacher's when some run distilled; a row without the data shows "—".
+
 >>> _num(0.8312, ".1f", 100), _num(None, ".1f"), _pct_ci((-math.inf, math.inf))
 ('83.1', '—', 'unbounded')
 """
@@ -14,11 +17,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from freezetune.report.costs import student_of
 from freezetune.report.tables import BaselineLine, Line, Summary, main_metric, run_metric
 from freezetune.study.baseline import Baseline, baseline_key
 from freezetune.study.store import RunRow
 
-__all__ = ["BELOW", "CSV_FIELDS", "results_csv", "strategies_csv", "table_cells"]
+__all__ = ["BELOW", "CSV_FIELDS", "columns", "results_csv", "strategies_csv", "table_cells"]
 
 #: Appended to the label of a line whose mean is below the trivial baseline.
 BELOW = " (below baseline)"
@@ -28,8 +32,32 @@ CSV_FIELDS = (
     "main_metric", "best", "final", "baseline", "above_baseline", "units_frozen", "num_blocks",
     "wall_time_s", "train_time_s", "eval_time_s", "train_examples_per_s", "peak_rss_mb",
     "trainable_params", "total_params", "steps", "train_examples", "started_at", "finished_at",
-    "attempts", "git",
+    "attempts", "git", "inference_examples_per_s", "latency_ms_p50", "latency_ms_p90",
+    "inference_params", "disk_mb", "inference_threads", "inference_batch_size", "student_layers",
+    "teacher", "teacher_wall_time_s", "wall_time_incl_teacher_s",
 )  # fmt: skip
+
+
+def _cost_record(row: RunRow) -> dict[str, Any]:
+    """A run's inference measurement and teacher, for ``results.csv`` (None: not recorded)."""
+    measured, distill = row.inference or {}, row.distill or {}
+    teacher_s, wall = distill.get("teacher_wall_time_s"), (row.result or {}).get("wall_time_s")
+    total = None
+    if isinstance(teacher_s, int | float) and isinstance(wall, int | float):
+        total = float(wall) + float(teacher_s)
+    return {
+        "inference_examples_per_s": measured.get("examples_per_s"),
+        "latency_ms_p50": measured.get("latency_ms_p50"),
+        "latency_ms_p90": measured.get("latency_ms_p90"),
+        "inference_params": measured.get("params"),
+        "disk_mb": measured.get("disk_mb"),
+        "inference_threads": measured.get("threads"),
+        "inference_batch_size": measured.get("batch_size"),
+        "student_layers": student_of(row.config).layers,
+        "teacher": (row.config.get("distill") or {}).get("teacher"),
+        "teacher_wall_time_s": teacher_s,
+        "wall_time_incl_teacher_s": total,
+    }
 
 
 def results_csv(
@@ -54,6 +82,7 @@ def results_csv(
             final=run_metric(row, metric, "final"),
             baseline=floor,
             above_baseline=None if best is None or floor is None else best - floor,
+            **_cost_record(row),
         )
         writer.writerow(record)
     return buffer.getvalue()
@@ -73,19 +102,30 @@ def _pct_ci(ci: tuple[float, float]) -> str:
     return f"[{ci[0]:.0%}, {ci[1]:.0%}]"
 
 
+METRIC = "{metric} mean ± std"
+TEACHER = "wall time incl. teacher s"
+INFERENCE = ("inference examples/s", "inference speedup", "latency p50 ms (batch 1)", "params")
 HEADERS = (
-    "strategy", "frozen units", "seeds", "{metric} mean ± std", "95% CI", "Δ vs full (points)",
-    "% of full", "% of full's gain", "gain 95% CI", "p (Welch)", "wall time s", "speedup",
-    "trainable params", "peak RSS MB", "failed",
+    "strategy", "frozen units", "seeds", METRIC, "95% CI", "Δ vs full (points)", "% of full",
+    "% of full's gain", "gain 95% CI", "p (Welch)", "wall time s", TEACHER, "speedup",
+    *INFERENCE, "trainable params", "peak RSS MB", "failed",
 )  # fmt: skip
 
 
-def _line_cells(line: Line) -> list[str]:
+def _times(x: float | None) -> str:
+    return _num(x, ".2f") + ("x" if x is not None else "")
+
+
+def _count(x: int | None) -> str:
+    return "—" if x is None else f"{x:,}"
+
+
+def _line_cells(line: Line) -> dict[str, str]:
     std = f" ± {_num(line.std, '.1f', 100)}" if line.n > 1 else ""
     ci = f"[{_num(line.ci[0], '.1f', 100)}, {_num(line.ci[1], '.1f', 100)}]"
     is_ref = line.reference == line.label
     p = "ref" if is_ref else _num(line.p_value, ".3f")
-    return [
+    cells = [
         line.label + (BELOW if line.below_baseline else ""),
         "—" if line.units_frozen is None else str(line.units_frozen),
         str(line.n),
@@ -97,36 +137,53 @@ def _line_cells(line: Line) -> list[str]:
         "ref" if is_ref and line.gain is not None else _pct_ci(line.gain_ci),
         p if line.n else "—",
         _num(line.wall, ".1f"),
-        _num(line.speedup, ".2f") + ("x" if line.speedup is not None else ""),
-        "—" if line.trainable_params is None else f"{line.trainable_params:,}",
+        _num(line.cost.wall_with_teacher, ".1f"),
+        _times(line.speedup),
+        _num(line.cost.speed, ",.1f"),
+        _times(line.inference_speedup),
+        _num(line.cost.latency, ".2f"),
+        _count(line.cost.params),
+        _count(line.trainable_params),
         _num(line.peak_rss_mb, ".0f"),
         str(line.n_failed) if line.n_failed else "",
     ]
+    return dict(zip(HEADERS, cells, strict=True))
 
 
-def _baseline_cells(floor: BaselineLine, full: Line) -> list[str]:
-    cells = ["—"] * len(HEADERS)
-    cells[0] = f"{floor.label}: {floor.describe}"
-    cells[3] = _num(floor.value, ".1f", 100)
-    cells[5] = _num(floor.value - full.mean, "+.1f", 100)
-    cells[6] = _num(floor.value / full.mean if full.mean else None, ".1%")
-    cells[7] = "0.0%" if full.gain is not None else "—"
-    cells[-1] = ""
+def _baseline_cells(floor: BaselineLine, full: Line) -> dict[str, str]:
+    cells = dict.fromkeys(HEADERS, "—")
+    cells[HEADERS[0]] = f"{floor.label}: {floor.describe}"
+    cells[METRIC] = _num(floor.value, ".1f", 100)
+    cells["Δ vs full (points)"] = _num(floor.value - full.mean, "+.1f", 100)
+    cells["% of full"] = _num(floor.value / full.mean if full.mean else None, ".1%")
+    cells["% of full's gain"] = "0.0%" if full.gain is not None else "—"
+    cells["failed"] = ""
     return cells
+
+
+def columns(summary: Summary) -> list[str]:
+    """The table's columns: the inference ones when some line measured it, the wall time with
+    the teacher's when some line has a teacher."""
+    lines = summary.lines
+    drop = set() if any(x.cost.measured for x in lines) else set(INFERENCE)
+    if not any(x.student.distilled for x in lines):
+        drop.add(TEACHER)
+    return [h for h in HEADERS if h not in drop]
 
 
 def table_cells(summary: Summary) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, formatted cells (metric values x100) and a CSS class per row ("ref",
     "baseline", "below" or "") of the main table, for Markdown and HTML. Each context's trivial
     baseline is a row just above its full fine-tuning line."""
-    headers = [h.format(metric=summary.metric) for h in HEADERS]
+    shown = columns(summary)
+    headers = [h.format(metric=summary.metric) for h in shown]
     cells, classes = [], []
     for line in summary.lines:
         floor = summary.baseline_for(line) if line.reference == line.label else None
         if floor is not None:
-            cells.append(_baseline_cells(floor, line))
+            cells.append([_baseline_cells(floor, line)[h] for h in shown])
             classes.append("baseline")
-        cells.append(_line_cells(line))
+        cells.append([_line_cells(line)[h] for h in shown])
         is_ref = line.reference == line.label
         classes.append("ref" if is_ref else "below" if line.below_baseline else "")
     return headers, cells, classes
@@ -136,7 +193,9 @@ STRATEGY_FIELDS = (
     "label", "strategy", "freeze", "reference", "is_baseline", "units_frozen", "seeds", "mean",
     "std", "ci_low", "ci_high", "baseline", "diff", "relative", "gain", "gain_ci_low",
     "gain_ci_high", "below_baseline", "p_welch", "wall_time_s", "speedup", "trainable_params",
-    "peak_rss_mb", "failed",
+    "peak_rss_mb", "failed", "distilled", "student_layers", "wall_time_incl_teacher_s",
+    "inference_examples_per_s", "inference_speedup", "latency_ms_p50", "latency_ms_p90",
+    "params", "disk_mb",
 )  # fmt: skip
 
 
@@ -150,7 +209,12 @@ def _strategy_record(line: Line) -> dict[str, Any]:
         "gain_ci_high": line.gain_ci[1], "below_baseline": line.below_baseline,
         "p_welch": line.p_value, "wall_time_s": line.wall, "speedup": line.speedup,
         "trainable_params": line.trainable_params, "peak_rss_mb": line.peak_rss_mb,
-        "failed": line.n_failed,
+        "failed": line.n_failed, "distilled": line.student.distilled,
+        "student_layers": line.student.layers,
+        "wall_time_incl_teacher_s": line.cost.wall_with_teacher,
+        "inference_examples_per_s": line.cost.speed, "inference_speedup": line.inference_speedup,
+        "latency_ms_p50": line.cost.latency, "latency_ms_p90": line.cost.latency_tail,
+        "params": line.cost.params, "disk_mb": line.cost.disk_mb,
     }  # fmt: skip
 
 

@@ -12,12 +12,15 @@ import base64
 from html import escape
 
 from freezetune.report.answer import KEEP, Answer
-from freezetune.report.cells import table_cells
+from freezetune.report.cells import INFERENCE, TEACHER, columns, table_cells
 from freezetune.report.plots import PLOTS
 from freezetune.report.rules import DISAGREE, SIGNAL_RULE
 from freezetune.report.tables import Summary
 
-__all__ = ["method_note", "render_html"]
+__all__ = ["SPEED_TITLE", "method_note", "render_html"]
+
+#: the heading of the answer's part about training and inference cost
+SPEED_TITLE = "Training and inference cost"
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
@@ -28,6 +31,7 @@ dl.facts { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1.
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .answer { background: #f4f8fb; border-left: 4px solid #3b7dd8; padding: 0.6em 1.1em; }
 .answer p.headline { font-weight: 600; }
+.answer h4 { margin: 0.9em 0 0.2em; font-size: 1em; }
 table { border-collapse: collapse; font-size: 0.88em; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; }
 td { white-space: nowrap; }
@@ -59,6 +63,9 @@ def _answers(answers: list[Answer]) -> str:
     for answer in answers:
         title = f"<h3>{escape(answer.context)}</h3>" if answer.context else ""
         sentences = "".join(f"<p>{escape(s)}</p>" for s in answer.sentences)
+        if answer.speed is not None:
+            sentences += f"<h4>{escape(SPEED_TITLE)}</h4>"
+            sentences += "".join(f"<p>{escape(s)}</p>" for s in answer.speed.sentences)
         parts.append(
             f'<div class="answer">{title}<p class="headline">{escape(answer.headline)}</p>'
             f"{sentences}</div>"
@@ -131,5 +138,25 @@ def method_note(summary: Summary) -> str:
         f"disagree by more than {100 * DISAGREE:.0f} points. {SIGNAL_RULE} "
         "Wall time = training + evaluation (model loading excluded); speedup = full "
         "wall time / this wall time. Frozen units count the embeddings as 1 (for schedules: "
-        "at the end of training). Rows are ordered by frozen units."
+        "at the end of training). Rows are ordered by frozen units." + _cost_note(summary)
     )
+
+
+def _cost_note(summary: Summary) -> str:
+    """How the inference and teacher columns are computed, when the table shows them."""
+    shown, note = columns(summary), ""
+    if TEACHER in shown:
+        note += (
+            " Wall time incl. teacher = a distilled student's wall time + its teacher's "
+            "(teacher_wall_time_s), mean over seeds."
+        )
+    if INFERENCE[0] in shown:
+        note += (
+            " Inference is measured on each run's saved model in the run's process right after "
+            "training, warmed up, under torch.inference_mode() with the thread count recorded: "
+            "examples/s is one pass over the dev set at the eval batch size (padding excluded "
+            "from the clock), latency p50 the median over single dev examples (batch 1), params "
+            "the saved model's; inference speedup = this examples/s / full's. Means over seeds; "
+            "the speeds compare rows of this study, not machines."
+        )
+    return note

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from freezetune.report.answer import Answer
 from freezetune.report.cells import table_cells
-from freezetune.report.html import method_note
+from freezetune.report.html import SPEED_TITLE, method_note
 from freezetune.report.plots import PLOTS
 from freezetune.report.tables import Summary
 
@@ -35,6 +35,8 @@ def render_markdown(
         if answer.context:
             out += [f"### {answer.context}", ""]
         out += [f"**{answer.headline}**", "", *(f"- {s}" for s in answer.sentences), ""]
+        if answer.speed is not None:
+            out += [f"*{SPEED_TITLE}*", "", *(f"- {s}" for s in answer.speed.sentences), ""]
     headers, cells, _ = table_cells(summary)
     out += ["## Strategies", "", _md_table(headers, cells), "", method_note(summary), ""]
     if plots:

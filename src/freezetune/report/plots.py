@@ -21,13 +21,21 @@ from matplotlib.ticker import MaxNLocator
 
 from freezetune.report.tables import Line, Summary, pareto_front
 
-__all__ = ["PLOTS", "plot_curves", "plot_depth", "plot_pareto", "plot_timeline", "render_plots"]
+__all__ = [
+    "PLOTS",
+    "plot_curves",
+    "plot_depth",
+    "plot_inference",
+    "plot_pareto",
+    "plot_timeline",
+    "render_plots",
+]
 
 SIZE = (7.5, 4.6)
 
 
-def _figure() -> tuple[Figure, Any]:
-    fig = Figure(figsize=SIZE, dpi=100, layout="constrained")
+def _figure(size: tuple[float, float] = SIZE) -> tuple[Figure, Any]:
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.grid(True, alpha=0.3)
@@ -112,11 +120,49 @@ def plot_pareto(summary: Summary) -> bytes | None:
     xs, ys = [line.wall for line in front], [100 * line.mean for line in front]
     ax.step(xs, ys, where="post", color="black", alpha=0.6)
     ax.plot(xs, ys, "s", mfc="none", ms=12, color="black", alpha=0.6, label="Pareto front")
+    _with_teachers(ax, lines)
     _baselines(ax, summary)
     ax.set_xlabel("wall time per run, s (train + eval)")
     ax.set_ylabel(f"{summary.metric} (x100)")
     ax.set_title(f"{summary.metric} vs cost (mean ± std over seeds)")
     ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def _with_teachers(ax: Any, lines: list[Line]) -> None:
+    """A distilled student's wall time counting its teacher's: a hollow point, dotted to the
+    student's own."""
+    taught = [x for x in lines if not math.isnan(x.cost.wall_with_teacher)]
+    for i, line in enumerate(taught):
+        y = 100 * line.mean
+        ax.plot([line.wall, line.cost.wall_with_teacher], [y, y], ":", color="grey")
+        ax.plot(line.cost.wall_with_teacher, y, "o", mfc="none", color="grey",
+                label="incl. the teacher's training" if i == 0 else None)  # fmt: skip
+
+
+def plot_inference(summary: Summary) -> bytes | None:
+    """Each strategy's metric vs its saved model's inference examples/s (± std over seeds); the
+    Pareto front (faster and more accurate is better) as a step line."""
+    lines = [line for line in summary.lines if line.n and line.cost.measured]
+    if not lines:
+        return None
+    fig, ax = _figure((SIZE[0], SIZE[1] + 0.25 * ((len(lines) + 3) // 2)))  # legend below
+    colors = _colors([line.label for line in lines])
+    for line in lines:  # strategies of one model run at about one speed: a legend, not labels
+        xerr = _std(list(line.cost.examples_per_s))
+        ax.errorbar(line.cost.speed, 100 * line.mean, xerr=xerr, yerr=_err(line.std), fmt="o",
+                    capsize=3, color=colors[line.label], label=line.label)  # fmt: skip
+    found = pareto_front([(-line.cost.speed, line.mean) for line in lines])
+    front = sorted((lines[i] for i in found), key=lambda line: line.cost.speed)
+    xs, ys = [line.cost.speed for line in front], [100 * line.mean for line in front]
+    ax.step(xs, ys, where="pre", color="black", alpha=0.6)
+    ax.plot(xs, ys, "s", mfc="none", ms=12, color="black", alpha=0.6, label="Pareto front")
+    _baselines(ax, summary)
+    ax.set_xlabel("inference examples/s of the saved model (dev set, eval batch size)")
+    ax.set_ylabel(f"{summary.metric} (x100)")
+    ax.set_title(f"{summary.metric} vs inference speed (mean ± std over seeds)")
+    ax.margins(x=0.08)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2)
     return _png(fig)
 
 
@@ -194,7 +240,14 @@ PLOTS = {
     ),
     "pareto": (
         plot_pareto,
-        "Metric vs wall time; the line is the Pareto front; dashed: the trivial baseline.",
+        "Metric vs wall time; the line is the Pareto front; dashed: the trivial baseline; "
+        "hollow (when there are distilled students): wall time counting the teacher's.",
+    ),
+    "inference": (
+        plot_inference,
+        "Metric vs the saved model's inference examples/s (measured alike in every run; a "
+        "ratio between rows, not an absolute speed); the line is the Pareto front; dashed: the "
+        "trivial baseline.",
     ),
     "timeline": (plot_timeline, "Freezing timeline of adaptive strategies."),
     "curves": (plot_curves, "Learning curves: dev metric vs training wall time."),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from freezetune.report.tables import Line
 
 __all__ = [
+    "ALPHA",
     "DISAGREE",
     "HELP",
     "KEEP",
@@ -42,6 +43,7 @@ __all__ = [
     "signal",
 ]
 
+ALPHA = 0.05  # significance level of every test the answer makes (Welch's two-sided t-test)
 KEEP = 0.90  # share of full fine-tuning's quality (its gain, when known) a freeze must keep
 MARGIN = 0.02  # metric units: full's CI must clear the baseline by >= 2 points ...
 NOISE_SHARE = 0.5  # ... and by >= half of full's gain over it

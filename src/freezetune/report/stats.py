@@ -1,5 +1,5 @@
 """The report's statistics over seeds: mean and Student-t interval, Welch's t-test, Fieller's
-interval for a ratio of means, and the Pareto front. Pure functions of numbers.
+interval for a ratio of means, Welch's interval for a difference of means, and the Pareto front. Pure functions of numbers.
 
 >>> [round(x, 4) for x in mean_ci([0.8, 0.9, 1.0])]  # mean, std, 95% Student-t interval
 [0.9, 0.1, 0.6516, 1.1484]
@@ -12,7 +12,7 @@ import statistics
 
 from scipy import stats
 
-__all__ = ["NAN", "mean_ci", "pareto_front", "ratio_ci", "welch_p"]
+__all__ = ["NAN", "mean_ci", "pareto_front", "ratio_ci", "welch_ci", "welch_p"]
 
 NAN = float("nan")
 
@@ -42,6 +42,29 @@ def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
     if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
         return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def welch_ci(
+    a: tuple[float, ...], b: tuple[float, ...], level: float = 0.95
+) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` and its Welch interval (unequal variances, Welch-Satterthwaite
+    degrees of freedom): the interval Welch's t-test inverts. NaN bounds when either side has
+    fewer than 2 values; the difference itself when neither side varies.
+
+    >>> [round(x, 3) for x in welch_ci((0.8, 0.9, 1.0), (0.8, 0.9, 1.0))]
+    [0.0, -0.227, 0.227]
+    """
+    if not a or not b:
+        return NAN, NAN, NAN
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return diff, NAN, NAN
+    var_a, var_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if var_a + var_b == 0:
+        return diff, diff, diff
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = float(stats.t.ppf((1 + level) / 2, df)) * math.sqrt(var_a + var_b)
+    return diff, diff - half, diff + half
 
 
 def ratio_ci(

@@ -6,7 +6,9 @@ changed spec), each value gets its own line, labelled e.g. ``full n_train=500``.
 compared with the full fine-tuning line in the same context (same settings but the learning rate;
 the same lr if there is one, else the best full line), and with the trivial baseline of its dev
 examples (:mod:`freezetune.study.baseline`, passed in as data): "% of full's gain" is
-``(score - baseline) / (full - baseline)``, with Fieller's 95% interval.
+``(score - baseline) / (full - baseline)``, with Fieller's 95% interval. Full fine-tuning means
+of the whole model, without a teacher; a cut or distilled student is compared with it, and
+carries its inference cost and teacher time (:mod:`freezetune.report.costs`).
 
 >>> summarize([]).lines
 ()
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from freezetune.report.costs import Cost, Student, cost_of, student_of
 from freezetune.report.stats import NAN, mean_ci, pareto_front, ratio_ci, welch_p
 from freezetune.study.baseline import Baseline, baseline_key
 from freezetune.study.spec import SHORT_KEYS
@@ -42,6 +45,7 @@ __all__ = [
 
 IGNORED_KEYS = ("train.seed", "freeze")
 STATIC_PREFIX = re.compile(r"^(full|head|embeddings|bottom:\d+)$")
+WHOLE = Student(None, None, None, False)  # a run of the whole model without a teacher
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class Line:
     baseline: float | None = None  # the trivial baseline on its seeds' dev examples (mean)
     gain: float | None = None  # (mean - baseline) / (reference mean - reference baseline)
     gain_ci: tuple[float, float] = (NAN, NAN)  # Fieller's 95% interval of the gain
+    student: Student = WHOLE  # which model it trains, with a teacher or not
+    cost: Cost = field(default_factory=Cost)  # inference cost and teacher time
+    inference_speedup: float | None = None  # examples/s / the reference's examples/s
 
     @property
     def n(self) -> int:
@@ -81,7 +88,13 @@ class Line:
     @property
     def static_prefix(self) -> bool:
         """A plain ``full``/``bottom:K``/``head`` spec with no settings of its own."""
-        return bool(STATIC_PREFIX.match(self.freeze)) and self.strategy == self.freeze
+        plain = bool(STATIC_PREFIX.match(self.freeze)) and self.strategy == self.freeze
+        return plain and self.student.plain
+
+    @property
+    def is_full(self) -> bool:
+        """Full fine-tuning of the whole model without a teacher: the reference."""
+        return self.freeze == "full" and self.student.plain
 
     @property
     def below_baseline(self) -> bool:
@@ -136,8 +149,17 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _setting(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that tell runs apart: a teacher counts only as there or not (a study may
+    give each seed its own teacher folder)."""
+    flat = _flat(config)
+    if flat.get("distill.teacher") is not None:
+        flat["distill.teacher"] = True
+    return flat
+
+
 def _varying(rows: list[RunRow]) -> list[str]:
-    flats = [_flat(r.config) for r in rows]
+    flats = [_setting(r.config) for r in rows]
     keys = sorted({k for f in flats for k in f} - set(IGNORED_KEYS))
     return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
 
@@ -156,7 +178,7 @@ def _group(rows: list[RunRow]) -> tuple[dict[tuple, list[RunRow]], dict[str, lis
     context_keys = sorted({k for keys in own.values() for k in keys})
     groups: dict[tuple, list[RunRow]] = {}
     for row in rows:
-        flat = _flat(row.config)
+        flat = _setting(row.config)
         context = tuple((k, flat.get(k)) for k in context_keys)
         groups.setdefault((row.strategy, context), []).append(row)
     return groups, own
@@ -212,6 +234,8 @@ def _line(
         ci=(low, high),
         wall=statistics.fmean(walls) if walls else NAN,
         baseline=_floor(_found(done, baselines), metric),
+        student=student_of(rows[0].config),
+        cost=cost_of(done),
     )
 
 
@@ -247,6 +271,7 @@ def _compare(line: Line, ref: Line | None) -> Line:
     if ref is None or not line.n:
         return line
     gain, gain_ci = gain_of(line, ref)
+    speeds = line.cost.speed, ref.cost.speed
     return dataclasses.replace(
         line,
         reference=ref.label,
@@ -256,6 +281,7 @@ def _compare(line: Line, ref: Line | None) -> Line:
         p_value=None if line is ref else welch_p(line.values, ref.values),
         gain=gain,
         gain_ci=gain_ci,
+        inference_speedup=speeds[0] / speeds[1] if speeds[1] > 0 and speeds[0] > 0 else None,
     )
 
 
@@ -318,7 +344,16 @@ def study_facts(rows: list[RunRow]) -> tuple[tuple[str, str], ...]:
         ("runs", ", ".join(f"{status.count(s)} {s}" for s in STATUSES if s in status)),
         ("git", _fact([r.get("git") for r in done])),
         ("cpus", _fact([(r.get("machine") or {}).get("cpus") for r in done])),
+        *_inference_fact([r.get("inference") for r in done]),
     )
+
+
+def _inference_fact(found: list[Any]) -> tuple[tuple[str, str], ...]:
+    """How the saved models' inference was measured, each setting once (none: no fact)."""
+    shown = [f"{m.get('threads')} threads, batch {m.get('batch_size')}, "
+             f"{'bf16' if m.get('bf16') else 'fp32'}, {m.get('device')}"
+             for m in found if isinstance(m, dict)]  # fmt: skip
+    return (("inference measured with", _fact(shown)),) if shown else ()
 
 
 def main_metric(rows: list[RunRow]) -> str:
@@ -341,7 +376,7 @@ def summarize(rows: list[RunRow], baselines: Mapping[str, Baseline] | None = Non
     metric, baselines = main_metric(rows), baselines or {}
     groups, own = _group(rows)
     lines = [_line(key, group, own[key[0]], metric, baselines) for key, group in groups.items()]
-    fulls = [line for line in lines if line.freeze == "full"]
+    fulls = [line for line in lines if line.is_full]
     lines = sorted((_compare(line, _reference(line, fulls)) for line in lines), key=_order)
     found = [
         _baseline_line(line, _done(groups[(line.strategy, line.context)], metric), baselines)

@@ -36,7 +36,7 @@ def _base_flags() -> list[Flag]:
 def add_study_args(p: argparse.ArgumentParser) -> None:
     """The ``freezetune study`` flags: the grid, the base run config, and how it runs."""
     p.add_argument("--config", help="study YAML (name, base, strategies, seeds, lrs, train_sizes)")
-    p.add_argument("--preset", help="generate strategies: depth or strategies")
+    p.add_argument("--preset", help="generate strategies: depth, strategies or speed")
     p.add_argument("--name", help="study name = folder under --out-root (default from YAML)")
     p.add_argument("--strategies", help="comma-separated --freeze specs, e.g. full,head,bottom:3")
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
@@ -75,7 +75,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     data = load_yaml(args.config) if args.config else {}
     if not (args.config or args.preset or args.strategies):
         raise UserError(
-            "say what to compare: --config study.yaml, --preset depth|strategies, "
+            "say what to compare: --config study.yaml, --preset depth|strategies|speed, "
             "or --strategies full,head,bottom:3"
         )
     for key, value in (

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from freezetune.observers import check_reporters
 from freezetune.records import atomic_write_text
 from freezetune.study.baseline import ensure_baselines
 from freezetune.study.spec import PlannedRun, StudySpec, config_hash
@@ -105,7 +106,19 @@ def _run_config(run: PlannedRun, out: Path, progress: bool) -> dict[str, Any]:
     config = json.loads(json.dumps(run.config))
     config.update(out=str(out), overwrite=True)
     config["train"]["progress"] = progress
+    config["train"]["report_to"] = run.report_to
+    if run.teacher is not None:  # "@full": the same cell's full run, in the same study folder
+        config["distill"]["teacher"] = str(out.parent / run.teacher)
     return config
+
+
+def _next_ready(queue: list[PlannedRun], active: list[PlannedRun]) -> PlannedRun | None:
+    """Take the first queued run whose teacher (if any) is neither queued nor training."""
+    waiting = {run.run_id for run in queue} | {run.run_id for run in active}
+    for i, run in enumerate(queue):
+        if run.teacher is None or run.teacher not in waiting:
+            return queue.pop(i)
+    return None
 
 
 def _launch(ctx: Any, run: PlannedRun, out: Path, progress: bool) -> Any:
@@ -186,7 +199,10 @@ def _execute(
     try:
         while queue or active:
             while queue and len(active) < jobs:
-                run = queue.pop(0)
+                ready = _next_ready(queue, [run for _, run, _ in active.values()])
+                if ready is None:
+                    break  # every queued run waits for a teacher still training
+                run = ready
                 if progress:
                     line = _bar_line(spec.name, done, total, started, initial)
                     print(f"{line}  next: {run.strategy} seed {run.seed}", file=sys.stderr)
@@ -277,6 +293,7 @@ def run_study(
     if not d.is_main:
         _follow(folder, d)
         return StudyOutcome(folder, len(spec.grid()), 0, 0, 0, 0, "", None)
+    check_reporters(tuple({run.report_to for run in spec.grid()}))  # once, not run by run
     folder.mkdir(parents=True, exist_ok=True)
     with study_lock(folder, spec.name):
         _save_spec(folder, spec)

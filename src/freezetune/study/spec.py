@@ -13,7 +13,7 @@ A study YAML file looks like this (every key but ``strategies`` or ``preset`` is
     strategies:                 # any --freeze spec; a mapping adds per-strategy overrides
       - full
       - {freeze: head, optim.lr: 1.0e-3}
-    preset: depth               # or generate them: depth | strategies (added before the list)
+    preset: depth               # or generate them: depth | strategies | speed (added before the list)
     seeds: [0, 1, 2]
     lrs: [1.0e-4, 3.0e-4]       # optional grid axes
     train_sizes: [500, 2000]
@@ -25,6 +25,7 @@ A study YAML file looks like this (every key but ``strategies`` or ``preset`` is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -33,7 +34,8 @@ from typing import Any
 
 import yaml
 
-from freezetune.config import RunConfig, copy_data
+from freezetune.config import DistillConfig, RunConfig, copy_data
+from freezetune.distill.config import STUDY_TEACHER
 from freezetune.errors import UserError
 from freezetune.freezing.spec import parse_freeze
 from freezetune.options import set_key
@@ -50,10 +52,23 @@ __all__ = [
 ]
 
 #: Keys a run's identity does not depend on: where it is written and how it shows progress.
-UNHASHED: tuple[tuple[str, ...], ...] = (("out",), ("overwrite",), ("train", "progress"))
+UNHASHED: tuple[tuple[str, ...], ...] = (
+    ("out",),
+    ("overwrite",),
+    ("train", "progress"),
+    ("train", "report_to"),  # a live logger changes nothing about the run
+)
+
+#: the distill section of a run that does not distil (left out of its identity)
+DISTILL_DEFAULTS = dataclasses.asdict(DistillConfig())
 
 #: Short names for the settings that labels mention most.
-SHORT_KEYS: dict[str, str] = {"optim.lr": "lr", "data.max_train_samples": "n_train"}
+SHORT_KEYS: dict[str, str] = {
+    "optim.lr": "lr",
+    "data.max_train_samples": "n_train",
+    "distill.student_layers": "student",
+    "distill.teacher": "teacher",
+}
 
 SPEC_KEYS = ("name", "base", "strategies", "preset", "seeds", "lrs", "train_sizes")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -114,6 +129,8 @@ class PlannedRun:
     lr: float
     train_size: int | None  # None = the whole training split
     config: dict[str, Any]  # RunConfig.to_dict() minus out/overwrite/train.progress
+    teacher: str | None = None  # run_id of the run it distils from (distill.teacher: "@full")
+    report_to: str = "none"  # live logger of the run (not part of its identity)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -133,6 +150,8 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         for key in path[:-1]:
             parent = parent[key]
         parent.pop(path[-1], None)
+    if data.get("distill") == DISTILL_DEFAULTS:  # runs from before distillation keep their ids
+        data.pop("distill")
     return data
 
 
@@ -197,7 +216,7 @@ class StudySpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, preset_blocks: int | None = None) -> StudySpec:
-        """Build from YAML-like data; ``preset: depth|strategies`` needs the model's block count
+        """Build from YAML-like data; ``preset: depth|strategies|speed`` needs the model's block count
         (``preset_blocks``, or read from the model config via :func:`num_blocks_of`)."""
         unknown = sorted(set(data) - set(SPEC_KEYS))
         if unknown:
@@ -211,7 +230,7 @@ class StudySpec:
         strategies = [Strategy.parse(s) for s in raw]
         if data.get("preset"):
             blocks = preset_blocks if preset_blocks is not None else num_blocks_of(base)
-            generated = [Strategy(s) for s in preset_strategies(str(data["preset"]), blocks)]
+            generated = [Strategy.parse(s) for s in preset_strategies(str(data["preset"]), blocks)]
             strategies = generated + [s for s in strategies if s not in generated]
         return cls(
             name=str(data.get("name") or "study"),
@@ -240,13 +259,14 @@ class StudySpec:
         return header + yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def grid(self) -> list[PlannedRun]:
-        """Every run of the study, seeds outermost (so seed 0 of everything finishes first)."""
+        """Every run of the study, seeds outermost (so seed 0 of everything finishes first);
+        in each cell, a run that distils from the cell's ``full`` run comes after it."""
         runs: dict[str, PlannedRun] = {}
         for seed in self.seeds:
             for size in self.train_sizes or (None,):
                 for lr in self.lrs or (None,):
-                    for strategy in self.strategies:
-                        run = self._plan(strategy, seed, lr, size)
+                    cell = [self._plan(s, seed, lr, size) for s in self.strategies]
+                    for run in _link_teachers(cell, self.name):
                         runs.setdefault(run.run_id, run)
         return list(runs.values())
 
@@ -272,7 +292,25 @@ class StudySpec:
             lr=config.optim.lr,
             train_size=config.data.max_train_samples,
             config=identity,
+            report_to=config.train.report_to,
         )
+
+
+def _link_teachers(cell: list[PlannedRun], study: str) -> list[PlannedRun]:
+    """Point each ``distill.teacher: "@full"`` run of a grid cell at the cell's ``full`` run."""
+    teacher = next((run.run_id for run in cell if run.strategy == "full"), None)
+    plain, students = [], []
+    for run in cell:
+        if (run.config.get("distill") or {}).get("teacher") != STUDY_TEACHER:
+            plain.append(run)
+            continue
+        if teacher is None:
+            raise UserError(
+                f"study {study}, strategy {run.strategy}: distill.teacher {STUDY_TEACHER} needs "
+                "the plain full strategy in the study; add full to strategies"
+            )
+        students.append(dataclasses.replace(run, teacher=teacher))
+    return plain + students
 
 
 def num_blocks_of(base: dict[str, Any]) -> int:
@@ -307,17 +345,28 @@ def _strategies(blocks: int) -> list[str]:
     return ["full", "head", half, "two-phase", "gradual", "progressive", "autofreeze", "lora"]
 
 
+def _speed(blocks: int) -> list[str | dict[str, Any]]:
+    """ "If speed is the concern": freeze half, AutoFreeze, LoRA, or a half-depth student
+    fine-tuned plainly and distilled from the same cell's full run."""
+    student = {"freeze": "full", "distill.student_layers": max(1, blocks // 2)}
+    distilled = {**student, "distill.teacher": STUDY_TEACHER}
+    return ["full", f"bottom:{blocks // 2}", "autofreeze", "lora", student, distilled]
+
+
 #: Generated strategy lists, from the model's number of blocks L.
-PRESETS = {"depth": _depth, "strategies": _strategies}
+PRESETS: dict[str, Any] = {"depth": _depth, "strategies": _strategies, "speed": _speed}
 
 
-def preset_strategies(name: str, blocks: int) -> list[str]:
-    """The strategies of a preset for a model with ``blocks`` blocks.
+def preset_strategies(name: str, blocks: int) -> list[str | dict[str, Any]]:
+    """The strategies of a preset for a model with ``blocks`` blocks (specs, or mappings with
+    the strategy's own settings).
 
     >>> preset_strategies("depth", 2)
     ['full', 'bottom:0', 'bottom:1', 'bottom:2', 'head']
     >>> preset_strategies("strategies", 6)[:3]
     ['full', 'head', 'bottom:3']
+    >>> preset_strategies("speed", 6)[-1]
+    {'freeze': 'full', 'distill.student_layers': 3, 'distill.teacher': '@full'}
     """
     if name not in PRESETS:
         raise UserError(f"unknown study preset {name!r}; choose one of: {', '.join(PRESETS)}")

@@ -72,7 +72,11 @@ JSON_COLUMNS = ("config", "result", "timeline", "curve", "versions", "machine")
 
 @dataclass(frozen=True)
 class RunRow:
-    """One stored run, JSON columns decoded. Reports are pure functions of these."""
+    """One stored run, JSON columns decoded. Reports are pure functions of these.
+
+    The saved model's inference cost and a distilled run's teacher live in the ``result`` JSON
+    (``inference``, ``distill``), so stores written before them read as they always did.
+    """
 
     run_id: str
     strategy: str
@@ -94,6 +98,18 @@ class RunRow:
     pid: int | None = None
     hostname: str | None = None
     attempts: int = 0
+
+    @property
+    def inference(self) -> dict[str, Any] | None:
+        """The saved model's measured cost (``result.json``'s ``inference``); None: unknown."""
+        found = (self.result or {}).get("inference")
+        return found if isinstance(found, dict) else None
+
+    @property
+    def distill(self) -> dict[str, Any] | None:
+        """A distilled run's teacher and its times (``result.json``'s ``distill``), else None."""
+        found = (self.result or {}).get("distill")
+        return found if isinstance(found, dict) else None
 
 
 def _now() -> str:
