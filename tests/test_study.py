@@ -52,6 +52,13 @@ def test_run_id_is_the_config_hash_ignoring_output_and_progress():
     assert a.run_id == spec(name="other").grid()[0].run_id  # the name is not part of a run
     assert a.run_id == spec(base={"train": {"progress": False}}).grid()[0].run_id
     assert a.run_id != spec(base={"train": {"epochs": 2}}).grid()[0].run_id
+    checkpointed = spec(base={"train": {"save_every": 5}}).grid()[0]  # an executor may add it
+    assert checkpointed.run_id == a.run_id and checkpointed.save_every == 5
+    assert checkpointed.config == a.config and a.config["train"]["save_every"] is None
+    for watched in ({"report_to": "tensorboard"}, {"inference_cost": False}):  # not the result
+        other = spec(base={"train": watched}).grid()[0]
+        assert other.run_id == a.run_id and "inference_cost" not in other.config["train"]
+    assert spec(base={"train": {"inference_cost": False}}).grid()[0].inference_cost is False
     assert len(a.run_id) == 16 and int(a.run_id, 16) >= 0
 
 
@@ -290,3 +297,73 @@ def test_a_spec_built_directly_is_validated_too():
         Strategy("bogus")
     with pytest.raises(UserError, match=r"study s, strategy full: optim\.lr must be in"):
         StudySpec(name="s", base={"optim": {"lr": 5}})
+
+
+# ---- --keep-models ---------------------------------------------------------------------------
+
+
+def distil_grid():
+    student = {"freeze": "full", "distill.student_layers": 1, "distill.teacher": "@full"}
+    data = {"name": "k", "strategies": ["full", "bottom:1", student], "seeds": [0, 1]}
+    return StudySpec.from_dict(data, preset_blocks=3).grid()
+
+
+def finished(run, score, status="succeeded"):
+    result = {"main_metric": "accuracy", "best": {"accuracy": score}}
+    return RunRow(run.run_id, run.strategy, run.freeze, run.seed, run.lr, run.train_size,
+                  status, result=result)  # fmt: skip
+
+
+def test_keep_models_decides_whose_weights_go_and_spares_teachers():
+    from freezetune.study.executors.keep import weights_to_drop
+
+    full0, b0, kd0, full1, b1, kd1 = distil_grid()
+    assert kd0.teacher == full0.run_id and kd1.teacher == full1.run_id
+    scores = [(full0, 0.7), (b0, 0.8), (kd0, 0.6), (full1, 0.9), (b1, 0.5)]
+    rows = {run.run_id: finished(run, score) for run, score in scores}
+    rows[kd1.run_id] = finished(kd1, 0.0, "failed")
+    everything = [full0, b0, kd0, full1, b1, kd1]
+    drop = set(weights_to_drop("best", everything, rows, busy=set()))
+    assert drop == {full0.run_id, b1.run_id, kd1.run_id}  # the best full, bottom:1, student stay
+    assert set(weights_to_drop("none", everything, rows, busy=set())) == set(rows)
+    # a student still to run keeps its teacher's weights (and nothing busy is touched)
+    busy = {kd1.run_id}
+    assert set(weights_to_drop("none", everything, rows, busy)) == set(rows) - {full1.run_id, *busy}
+    assert weights_to_drop("all", everything, rows, busy=set()) == []
+
+
+def test_a_student_retried_after_its_teacher_lost_its_weights_retrains_the_teacher(tmp_path):
+    from freezetune.study.runner import _with_teachers
+
+    full0, b0, kd0, full1, b1, kd1 = distil_grid()
+    rows = [finished(full0, 0.9), finished(full1, 0.9), finished(kd1, 0.1, "failed")]
+    for run in (full0, full1):
+        (tmp_path / "runs" / run.run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run.run_id / "result.json").write_text("{}")
+    (tmp_path / "runs" / full0.run_id / "model.safetensors").write_bytes(b"w")
+    everything = [full0, b0, kd0, full1, b1, kd1]
+    assert _with_teachers([kd0, kd1], everything, rows, tmp_path) == [full1, kd0, kd1]
+    assert not (tmp_path / "runs" / full1.run_id).exists()  # so it trains again, not read back
+    assert (tmp_path / "runs" / full0.run_id / "result.json").exists()
+
+
+def test_keep_models_best_then_none_drop_weights_but_keep_results(tiny_bert, tiny_study):
+    root, folder = tiny_study
+    best: dict[
+        str, tuple[float, int, str]
+    ] = {}  # strategy -> (score, -seed, run_id): ties -> seed 0
+    for row in rows_of(folder).values():
+        if row["status"] == "succeeded":
+            score = json.loads(row["result"])["best"]["accuracy"]
+            key = (score, -row["seed"], row["run_id"])
+            best[row["strategy"]] = max(best.get(row["strategy"], key), key)
+    assert main(study_args(tiny_bert, root, "--keep-models", "best")) == 0
+    with_weights = {p.parent.name for p in (folder / "runs").glob("*/model.safetensors")}
+    assert with_weights == {run_id for _, _, run_id in best.values()}
+    assert main(study_args(tiny_bert, root, "--keep-models", "none")) == 0
+    done_runs = [path.parent for path in (folder / "runs").glob("*/result.json")]
+    assert len(done_runs) == 4
+    for run in done_runs:
+        assert not list(run.glob("*.safetensors")) and not (run / "checkpoints").exists()
+        assert (run / "metrics.jsonl").is_file() and (run / "config.json").is_file()
+    assert (folder / "report.html").is_file()

@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "freezetune.records",
     "resume": "freezetune.training",
     "train": "freezetune.training",
+    "train_or_resume": "freezetune.training",
     "Unit": "freezetune.units",
     "Units": "freezetune.units",
     "split_units": "freezetune.units",
@@ -73,6 +74,7 @@ __all__ = [
     "run_study",
     "split_units",
     "train",
+    "train_or_resume",
     "trainable_line",
     "write_report",
 ]
@@ -88,7 +90,7 @@ if TYPE_CHECKING:
     from freezetune.report import write_report
     from freezetune.study.runner import run_study
     from freezetune.study.spec import StudySpec
-    from freezetune.training import resume, train
+    from freezetune.training import resume, train, train_or_resume
     from freezetune.units import Unit, Units, split_units, trainable_line
 
 

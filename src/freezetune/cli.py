@@ -8,23 +8,34 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from freezetune.config import RunConfig, apply_overrides, load_yaml
 from freezetune.errors import UserError
 from freezetune.flags import Flag, add_config_flags, add_overrides, apply_flags, config_flags
 from freezetune.study.cli import add_report_args, add_study_args, cmd_report, cmd_study
 
+if TYPE_CHECKING:
+    from freezetune.records import RunResult
+
 __all__ = ["build_parser", "config_from_args", "main"]
 
 #: The run-config keys ``freezetune inspect`` takes.
 INSPECT_KEYS = ("model.", "freeze")
+#: ``--resume auto``: finish the run of this command's config, whatever an earlier attempt left
+AUTO = "auto"
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (sections model, data, optim, train)")
     add_config_flags(p, config_flags())
     p.add_argument(
-        "--resume", metavar="OUT", help="continue the run in OUT from its newest checkpoint"
+        "--resume",
+        metavar="OUT|auto",
+        help="continue the run in folder OUT from its newest checkpoint, with its own config; "
+        "auto: run this command's config in --out, resuming it from its newest intact checkpoint "
+        "if it has one, starting it if not, doing nothing if it finished (safe to repeat after a "
+        "preemption; a different run there is refused); a folder named auto: --resume ./auto",
     )
     add_overrides(p, "config field, e.g. optim.lr=3e-4")
 
@@ -56,21 +67,46 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(data)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from freezetune.training import resume, train
+def _best(result: RunResult) -> str:
+    main, best = result.main_metric, result.best
+    return "none" if best is None else f"{main} {best[main]:.4f} (epoch {best['epoch']})"
 
-    if args.resume:  # the run's own config; only --no-progress may change
+
+def _already_finished(config: RunConfig) -> bool:
+    """``--resume auto`` on a finished run: say so in one line; nothing is written."""
+    from freezetune.rundir import auto_action, read_result
+
+    if auto_action(config) != "finished":
+        return False
+    if _is_main():
+        best = _best(read_result(config.out))
+        print(f"{config.out} already finished: best {best}; nothing to do")
+    return True
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from freezetune.training import resume, train, train_or_resume
+
+    if args.resume == AUTO:  # this command's config; the folder says whether to start or resume
+        config = config_from_args(args)
+        if _already_finished(config):
+            return 0
+        run = train_or_resume(config)
+    elif args.resume:  # the run's own config; only --no-progress may change
         run = resume(args.resume, progress=False if args.no_progress else None)
     else:
         run = train(config_from_args(args))
+    if _is_main():  # rank 0 reports for the whole job
+        _report(run)
+    return 0
+
+
+def _report(run: RunResult) -> None:
     result = run.to_dict()
-    if not _is_main():
-        return 0  # rank 0 reports for the whole job
-    main = result["main_metric"]
     print(
-        f"done: best {main} {result['best'][main]:.4f} (epoch {result['best']['epoch']}), "
-        f"wall time {result['wall_time_s']:.1f}s, {result['train_examples_per_s']:.1f} train "
-        f"examples/s; model and result.json in {run.out}"
+        f"done: best {_best(run)}, wall time {result['wall_time_s']:.1f}s, "
+        f"{result['train_examples_per_s']:.1f} train examples/s; model and result.json in "
+        f"{run.out}"
     )
     for split, c in (result["cache"] or {}).items():
         if c["hits"] + c["misses"]:
@@ -80,7 +116,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{c['store_time_s'] + c['advance_time_s']:.1f}s to store and advance; "
                 f"{c['hits']} batches read from it, {c['misses']} computed"
             )
-    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

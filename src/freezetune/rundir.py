@@ -2,25 +2,46 @@
 
 Nothing is written before every input has been checked (``check_out_dir`` runs first and
 refuses to replace a finished or unfinished run unless asked); ``start_outputs`` is the first
-write of a run.
+write of a run. ``auto_action`` is the decision behind ``--resume auto``: a folder's run is
+finished (nothing to do), resumable (it has a checkpoint) or to be started, and a folder that
+holds a run of another config is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from freezetune import checkpoint
 from freezetune.config import RunConfig
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
-from freezetune.records import append_jsonl, atomic_write_json
+from freezetune.records import RunResult, append_jsonl, atomic_write_json
 
-__all__ = ["RESULT_FILES", "check_out_dir", "resume_config", "start_outputs", "start_record"]
+__all__ = [
+    "RESULT_FILES",
+    "SAME_RUN_IGNORES",
+    "NoIntactCheckpoint",
+    "auto_action",
+    "check_out_dir",
+    "first_difference",
+    "read_result",
+    "resume_config",
+    "start_outputs",
+    "start_record",
+]
 
 RESULT_FILES = ("result.json", "model.safetensors")
+#: config keys that may change between attempts of one run: they do not change its result
+SAME_RUN_IGNORES = ("out", "overwrite", "train.progress")
+
+
+class NoIntactCheckpoint(UserError):
+    """Resuming found checkpoints, but every one is corrupt or incomplete."""
 
 
 def check_out_dir(config: RunConfig, resume: bool = False) -> Path:
@@ -43,6 +64,15 @@ def check_out_dir(config: RunConfig, resume: bool = False) -> Path:
     return out
 
 
+def _stored_config(path: Path, out: str | Path, key: str | None = None) -> RunConfig:
+    """The RunConfig stored in the JSON file ``path`` (under ``key``, if given)."""
+    try:  # the folder may have moved: ``out`` is where it is now
+        data = json.loads(path.read_text())
+        return RunConfig.from_dict({**(data[key] if key else data), "out": str(out)})
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is not a valid run config ({err})") from None
+
+
 def resume_config(out: str | Path) -> RunConfig:
     """The config a run in ``out`` was started with (for ``--resume``)."""
     path = Path(out) / "run_config.json"
@@ -50,11 +80,79 @@ def resume_config(out: str | Path) -> RunConfig:
         raise UserError(f"{out} already finished (result.json exists); nothing to resume")
     if not path.is_file():
         raise UserError(f"{out} holds no run to resume (no run_config.json); check the folder")
+    return _stored_config(path, out)
+
+
+def _earlier_config(out: Path) -> RunConfig | None:
+    """The config an earlier attempt in ``out`` ran with, if it got as far as writing it."""
+    if (out / "run_config.json").is_file():
+        return _stored_config(out / "run_config.json", out)
+    if (out / "result.json").is_file():  # a finished run always has one; this is a fallback
+        return _stored_config(out / "result.json", out, key="config")
+    return None
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def first_difference(
+    ours: dict[str, Any], theirs: dict[str, Any], ignore: tuple[str, ...] = SAME_RUN_IGNORES
+) -> tuple[str, Any, Any] | None:
+    """The first dotted key whose value differs between two ``RunConfig.to_dict()``, or None.
+
+    >>> first_difference({"optim": {"lr": 2e-4}, "out": "a"}, {"optim": {"lr": 1e-3}})
+    ('optim.lr', 0.0002, 0.001)
+    >>> first_difference({"out": "a", "train": {"progress": True}}, {"out": "b"}) is None
+    True
+    """
+    a, b = dict(_flat(ours)), dict(_flat(theirs))
+    for key in [*a, *(k for k in b if k not in a)]:
+        if key not in ignore and a.get(key) != b.get(key):
+            return key, a.get(key), b.get(key)
+    return None
+
+
+def auto_action(config: RunConfig) -> Literal["finished", "resume", "restart", "start"]:
+    """What ``--resume auto`` does with ``config.out``; it only reads the folder.
+
+    "finished": it holds this run's ``result.json``. "resume": it holds checkpoints of this
+    run. "restart": an earlier attempt of this run left files but no checkpoint; they are
+    replaced. "start": nothing of this run is there (the usual checks of ``check_out_dir``
+    apply). An earlier attempt's config must be ``config``, the keys of ``SAME_RUN_IGNORES``
+    aside: a different run is refused, or with ``config.overwrite`` replaced ("start").
+    """
+    out = Path(config.out)
+    earlier = _earlier_config(out) if out.is_dir() else None
+    differs = first_difference(config.to_dict(), earlier.to_dict()) if earlier else None
+    if differs and not config.overwrite:
+        key, ours, theirs = differs
+        raise UserError(
+            f"{out} holds a different run ({key} is {theirs!r} there, {ours!r} here); "
+            "use another --out, or --overwrite to replace it"
+        )
+    if differs:
+        return "start"
+    if (out / "result.json").is_file():
+        return "finished"
+    if any((out / "checkpoints").glob(f"{checkpoint.PREFIX}*")):
+        return "resume"
+    # run_config.json is a run's first file: without it, an attempt wrote nothing to replace
+    return "restart" if (out / "run_config.json").is_file() else "start"
+
+
+def read_result(out: str | Path) -> RunResult:
+    """The finished run in ``out``, read from its ``result.json`` (``out`` as given)."""
+    path = Path(out) / "result.json"
     try:
-        data = json.loads(path.read_text())
-        return RunConfig.from_dict({**data, "out": str(out)})  # the folder may have moved
-    except ValueError as err:
-        raise UserError(f"{path} is not a valid run config ({err})") from None
+        result = RunResult.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is not a valid result ({err}); check the folder") from None
+    return dataclasses.replace(result, config={**result.config, "out": str(out)})
 
 
 def start_outputs(
@@ -65,11 +163,12 @@ def start_outputs(
     metrics_path = out / "metrics.jsonl"
     latest = checkpoint.find_latest(out) if resume else None
     if resume and latest is None:
-        raise UserError(f"no intact checkpoint in {out}/checkpoints; start the run again")
+        raise NoIntactCheckpoint(f"no intact checkpoint in {out}/checkpoints; start the run again")
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
     if latest is None and d.is_main:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # --overwrite: start over
+        (out / "result.json").unlink(missing_ok=True)  # it would say a run finished that has not
         atomic_write_json(out / "run_config.json", config.to_dict())  # config.json is the model's
         metrics_path.unlink(missing_ok=True)
         append_jsonl(metrics_path, start_record(config, total_steps))

@@ -47,7 +47,7 @@ from freezetune.scoring import evaluate_model
 from freezetune.tasks import TaskData, load_configured
 from freezetune.units import Units, count_params, split_units
 
-__all__ = ["RunResult", "Setup", "prepare", "resume", "resume_config", "train"]
+__all__ = ["RunResult", "Setup", "prepare", "resume", "resume_config", "train", "train_or_resume"]
 
 #: single examples timed for the batch-1 latency of a saved model
 LATENCY_SAMPLES = 100
@@ -358,3 +358,42 @@ def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResu
         atomic_write_json(setup.out / "result.json", result.to_dict())
     caches.close()  # a spilled cache's file can be gigabytes: the run is done with it
     return result
+
+
+def train_or_resume(config: RunConfig) -> RunResult:
+    """Finish the run ``config`` describes, however far earlier attempts got (``--resume auto``).
+
+    In ``config.out``: a finished run is returned as its ``result.json`` says, and nothing is
+    written; an unfinished one resumes from its newest intact checkpoint (the result is the
+    same as if it had never stopped); one without any (none yet, or killed before its first)
+    starts from scratch, replacing what the earlier attempt left, as ``overwrite`` would. A
+    folder holding a run of another config raises UserError naming the first differing key
+    (``out``, ``overwrite`` and ``train.progress`` may differ); with ``overwrite`` it is
+    replaced instead. Anything else ``train`` refuses (a folder holding a model) is refused.
+    SIGINT/SIGTERM checkpoint and raise ``loop.Interrupted``, as in ``train``. So a requeued
+    job, or an executor retrying a run, repeats the same call:
+
+    >>> cfg = RunConfig.from_dict({"freeze": "bottom:3", "train": {"save_every": 50},
+    ...                            "out": "runs/x"})
+    >>> result = train_or_resume(cfg)  # doctest: +SKIP
+    >>> again = train_or_resume(cfg)  # finished: read back, nothing runs  # doctest: +SKIP
+    >>> again.best == result.best  # doctest: +SKIP
+    True
+
+    ``freezetune.rundir.auto_action(config)`` says beforehand what it will do (it only reads).
+    """
+    from freezetune.rundir import NoIntactCheckpoint, auto_action, read_result
+
+    action = auto_action(config)
+    if action == "finished":
+        return read_result(config.out)
+    if action == "resume":
+        try:
+            return _run(prepare(config, resume=True), resume=True)
+        except NoIntactCheckpoint:
+            action = "restart"  # every checkpoint is corrupt (each was named): start over
+    if action == "start":
+        return _run(prepare(config), resume=False)
+    # the earlier attempt's files may be replaced (as --overwrite would); the config stays as given
+    setup = prepare(dataclasses.replace(config, overwrite=True))
+    return _run(dataclasses.replace(setup, config=config), resume=False)

@@ -11,6 +11,7 @@ Precedence for a study's base run config, lowest first: defaults < ``--config`` 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from freezetune.config import apply_overrides, copy_data, load_yaml
@@ -49,7 +50,25 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
         description="a strategy's own settings and the --lrs/--train-sizes axes win over these",
     )
     g = p.add_argument_group("running")
-    g.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    g.add_argument(
+        "--executor",
+        default="local",
+        help="where runs train: local (processes here, --jobs at a time) or ray (a Ray cluster)",
+    )
+    g.add_argument("--jobs", type=int, default=1, help="runs at once, local executor (default 1)")
+    g.add_argument(
+        "--ray-address",
+        help="Ray cluster to join: auto or HOST:PORT (default: RAY_ADDRESS, else a local one)",
+    )
+    g.add_argument(
+        "--run-resources",
+        help="what each run asks of the Ray cluster, e.g. cpu=2,gpu=1 (default cpu=1)",
+    )
+    g.add_argument(
+        "--keep-models",
+        default="all",
+        help="whose saved weights stay: all (default), best (one per strategy) or none",
+    )
     g.add_argument("--retry-failed", action="store_true", help="rerun failed runs too")
     g.add_argument("--out-root", default="runs", help="studies live in OUT_ROOT/NAME (runs)")
     add_flag(g, flag_for("train.progress"))  # --no-progress: for the runner, not in the base
@@ -94,21 +113,43 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     return StudySpec.from_dict(data)
 
 
+def _executor(args: argparse.Namespace) -> Any:
+    """``--executor`` and its options, checked before anything runs ("local" stays a name:
+    under torchrun the runner replaces it)."""
+    from freezetune.study.executors import make_executor
+
+    if args.executor == "local" and args.ray_address is None and args.run_resources is None:
+        make_executor("local", jobs=args.jobs)  # checks --jobs
+        return "local"
+    return make_executor(
+        args.executor,
+        jobs=args.jobs,
+        ray_address=args.ray_address,
+        run_resources=args.run_resources,
+    )
+
+
 def cmd_study(args: argparse.Namespace) -> int:
+    from freezetune.study.executors.keep import check_keep
     from freezetune.study.runner import run_study
 
     spec = spec_from_args(args)
+    executor = _executor(args)
+    check_keep(args.keep_models)
     if args.jobs > 1:
         print(
             f"note: {args.jobs} runs share the CPU at once, so their wall times are not "
             "comparable with runs alone; set --threads so that jobs x threads <= cores"
         )
+    started = time.monotonic()
     outcome = run_study(
         spec,
         args.out_root,
-        jobs=args.jobs,
+        jobs=args.jobs if executor == "local" else 1,
+        executor=executor,
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
+        keep_models=args.keep_models,
     )
     from freezetune import distributed
 
@@ -116,14 +157,27 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0  # rank 0 reports for the whole job
     print(
         f"study {spec.name}: {outcome.succeeded} of {outcome.planned} runs succeeded, "
-        f"{outcome.failed} failed ({outcome.ran} run now, {outcome.skipped} skipped); "
-        f"results in {outcome.folder}, report {outcome.report}"
+        f"{outcome.failed} failed ({outcome.ran} run now, {outcome.skipped} skipped) in "
+        f"{duration(time.monotonic() - started)}; results in {outcome.folder}, report "
+        f"{outcome.report}"
     )
     if outcome.failed and not args.retry_failed:
         print("failed runs are listed in the report; rerun them with --retry-failed")
     if outcome.headline:
         print(outcome.headline)
     return 0
+
+
+def duration(seconds: float) -> str:
+    """``"17 min 48 s"``, ``"52 s"``, ``"1 h 02 min"``.
+
+    >>> duration(1068.4), duration(52.2), duration(3720)
+    ('17 min 48 s', '52 s', '1 h 02 min')
+    """
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
 
 
 def cmd_report(args: argparse.Namespace) -> int:

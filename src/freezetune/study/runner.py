@@ -1,13 +1,12 @@
 """Run a study: resumable, one run at a time by default, each run in a process of its own.
 
-Launched by torchrun / accelerate launch (several processes), every run instead trains
-data-parallel in the launched processes themselves: rank 0 plans, records and reports, and
-tells the other ranks which run comes next.
-
 1) lock the study folder, 2) decide what is left to do from the stored rows (pure:
-:func:`plan_todo`), 3) run it, writing each run's start and end to ``results.sqlite`` in one
-transaction each, 4) write the report. Kill it at any moment and run the same command again: it
-skips what succeeded and reruns what was in flight.
+:func:`plan_todo`), 3) hand it to an executor (:mod:`freezetune.study.executors`: local
+processes, a Ray cluster, or, launched by torchrun / accelerate launch, the launched processes
+themselves), which reports each run's start and end to the ledger, the one writer of
+``results.sqlite`` (one transaction each), 4) write the report. Kill it at any moment and run
+the same command again: it skips what succeeded and reruns what was in flight, continuing from
+its checkpoints where it has some.
 
 >>> from freezetune.study.spec import StudySpec
 >>> spec = StudySpec.from_dict({"name": "demo", "strategies": ["full", "head"], "seeds": [0]})
@@ -17,40 +16,20 @@ skips what succeeded and reruns what was in flight.
 
 from __future__ import annotations
 
-import json
-import multiprocessing
-import multiprocessing.connection
 import shutil
-import signal
 import socket
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
+from freezetune.errors import UserError
 from freezetune.observers import check_reporters
 from freezetune.records import atomic_write_text
 from freezetune.study.baseline import ensure_baselines
+from freezetune.study.executors import DdpExecutor, Executor, Ledger, follow, make_executor
+from freezetune.study.executors.keep import check_keep, has_weights
 from freezetune.study.spec import PlannedRun, StudySpec, config_hash
-from freezetune.study.store import (
-    RunRow,
-    fail_run,
-    finish_run,
-    open_store,
-    read_rows,
-    start_run,
-    study_lock,
-)
-from freezetune.study.worker import (
-    ERROR_FILE,
-    load_events,
-    read_events,
-    train_and_record,
-    train_in_child,
-)
+from freezetune.study.store import RunRow, open_store, read_rows, study_lock
 
 if TYPE_CHECKING:
     from freezetune.distributed import Dist
@@ -94,135 +73,6 @@ def _unfinished(row: RunRow | None, retry_failed: bool, host: str) -> bool:
     return row.status == "running" and row.hostname == host
 
 
-def _context() -> Any:
-    # a fork server that imported torch once: each run forks from it in well under a second,
-    # and since it never ran torch ops itself, forking it is safe (unlike forking this process)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["freezetune.training", "freezetune.study.worker"])
-    return ctx
-
-
-def _run_config(run: PlannedRun, out: Path, progress: bool) -> dict[str, Any]:
-    config = json.loads(json.dumps(run.config))
-    config.update(out=str(out), overwrite=True)
-    config["train"]["progress"] = progress
-    config["train"]["report_to"] = run.report_to
-    if run.teacher is not None:  # "@full": the same cell's full run, in the same study folder
-        config["distill"]["teacher"] = str(out.parent / run.teacher)
-    return config
-
-
-def _next_ready(queue: list[PlannedRun], active: list[PlannedRun]) -> PlannedRun | None:
-    """Take the first queued run whose teacher (if any) is neither queued nor training."""
-    waiting = {run.run_id for run in queue} | {run.run_id for run in active}
-    for i, run in enumerate(queue):
-        if run.teacher is None or run.teacher not in waiting:
-            return queue.pop(i)
-    return None
-
-
-def _launch(ctx: Any, run: PlannedRun, out: Path, progress: bool) -> Any:
-    shutil.rmtree(out, ignore_errors=True)  # a killed attempt leaves a partial folder
-    config = _run_config(run, out, progress)
-    process = ctx.Process(target=train_in_child, args=(config,), name=f"freezetune-{run.run_id}")
-    process.start()
-    return process
-
-
-def _execute_ranked(
-    conn: Any, todo: list[PlannedRun], folder: Path, progress: bool, d: Dist
-) -> None:
-    """Rank 0 of a distributed job: each run trains here and in every other rank at once."""
-    from freezetune import distributed
-    from freezetune.loop import Interrupted
-
-    for n, run in enumerate(todo, 1):
-        if progress:
-            print(f"study run {n}/{len(todo)}: {run.strategy} seed {run.seed}", file=sys.stderr)
-        start_run(conn, run)
-        out = folder / "runs" / run.run_id
-        shutil.rmtree(out, ignore_errors=True)
-        distributed.broadcast(run, d)
-        try:  # under DDP a failed run raises: its peers may be stuck mid-collective
-            train_and_record(_run_config(run, out, progress))
-        except Exception as err:
-            if not isinstance(err, Interrupted):  # interrupted: left to resume next time
-                _record(conn, run, 1, out)
-            raise
-        _record(conn, run, 0, out)
-    distributed.broadcast(None, d)  # no more runs
-
-
-def _follow(folder: Path, d: Dist) -> None:
-    """Any other rank: train each run rank 0 announces, until it announces none."""
-    from freezetune import distributed
-
-    while (run := distributed.broadcast(None, d)) is not None:
-        train_and_record(_run_config(run, folder / "runs" / run.run_id, False))
-
-
-def _record(conn: Any, run: PlannedRun, exitcode: int | None, out: Path) -> bool:
-    """Store the run's outcome from its exit code and files; True if it succeeded."""
-    result_path = out / "result.json"
-    if exitcode == 0 and result_path.is_file():
-        result = json.loads(result_path.read_text(encoding="utf-8"))
-        timeline, curve = read_events(load_events(out / "metrics.jsonl"))
-        finish_run(conn, run.run_id, result, timeline, curve)
-        return True
-    if (out / ERROR_FILE).is_file():
-        message = (out / ERROR_FILE).read_text(encoding="utf-8").strip()
-    elif exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        message = f"the run's process was killed by {name}{hint}"
-    else:
-        message = f"the run's process exited with code {exitcode} without a result"
-    fail_run(conn, run.run_id, message)
-    return False
-
-
-def _bar_line(name: str, done: int, total: int, started: float, initial: int) -> str:
-    return tqdm.format_meter(
-        done, total, time.monotonic() - started, prefix=f"study {name}", unit="run", initial=initial
-    )
-
-
-def _execute(
-    conn: Any, spec: StudySpec, todo: list[PlannedRun], folder: Path, opts: dict[str, Any]
-) -> None:
-    """Run ``todo``, at most ``opts['jobs']`` at once, recording each outcome as it ends."""
-    ctx, jobs, progress = _context(), opts["jobs"], opts["progress"]
-    total, initial = opts["total"], opts["total"] - len(todo)
-    queue, done = list(todo), initial
-    active: dict[Any, tuple[Any, PlannedRun, Path]] = {}
-    started = time.monotonic()
-    try:
-        while queue or active:
-            while queue and len(active) < jobs:
-                ready = _next_ready(queue, [run for _, run, _ in active.values()])
-                if ready is None:
-                    break  # every queued run waits for a teacher still training
-                run = ready
-                if progress:
-                    line = _bar_line(spec.name, done, total, started, initial)
-                    print(f"{line}  next: {run.strategy} seed {run.seed}", file=sys.stderr)
-                start_run(conn, run)
-                out = folder / "runs" / run.run_id
-                process = _launch(ctx, run, out, progress)
-                active[process.sentinel] = (process, run, out)
-            for sentinel in multiprocessing.connection.wait(list(active)):
-                process, run, out = active.pop(sentinel)
-                process.join()
-                _record(conn, run, process.exitcode, out)
-                done += 1
-    finally:
-        for process, _, _ in active.values():  # interrupted: stop what is still training
-            process.kill()
-            process.join()
-    if progress:
-        print(_bar_line(spec.name, done, total, started, initial), file=sys.stderr)
-
-
 def _save_spec(folder: Path, spec: StudySpec) -> None:
     # study.yaml is the latest spec; specs/ keeps every spec this folder has run (runs of an
     # earlier spec stay in results.sqlite and in the report)
@@ -232,17 +82,56 @@ def _save_spec(folder: Path, spec: StudySpec) -> None:
     atomic_write_text(folder / "study.yaml", text)
 
 
-def _check_jobs(jobs: int, distributed_job: bool) -> None:
-    from freezetune.errors import UserError
-
+def _choose(executor: str | Executor, jobs: int, d: Dist) -> Executor:
+    """The executor of this call: under torchrun always the launched processes."""
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
-    if distributed_job and jobs > 1:
-        raise UserError("under torchrun every run uses all processes; drop --jobs")
+    if d.enabled:
+        if jobs > 1:
+            raise UserError("under torchrun every run uses all processes; drop --jobs")
+        if executor != "local":
+            raise UserError(
+                "under torchrun every run trains in the launched processes; drop --executor"
+            )
+        return DdpExecutor(d)
+    if isinstance(executor, str):
+        return make_executor(executor, jobs=jobs)
+    if jobs != 1:
+        raise UserError("jobs is the local executor's option; give it to the executor you pass")
+    return executor
+
+
+def _with_teachers(
+    todo: list[PlannedRun], planned: list[PlannedRun], rows: list[RunRow], folder: Path
+) -> list[PlannedRun]:
+    """Put back, first, the finished teachers that students of ``todo`` need and whose weights
+    ``--keep-models`` dropped (their folders are cleared, so they train again)."""
+    succeeded = {row.run_id for row in rows if row.status == "succeeded"}
+    by_id, ids = {run.run_id: run for run in planned}, {run.run_id for run in todo}
+    again: list[PlannedRun] = []
+    for run in todo:
+        teacher = by_id.get(run.teacher or "")
+        if teacher is None or teacher.run_id in ids or teacher.run_id not in succeeded:
+            continue
+        if not has_weights(folder / "runs" / teacher.run_id):
+            shutil.rmtree(folder / "runs" / teacher.run_id, ignore_errors=True)
+            again.append(teacher)
+            ids.add(teacher.run_id)
+    return again + todo
+
+
+def _execute(executor: Executor, todo: list[PlannedRun], ledger: Ledger) -> None:
+    """Hand ``todo`` to the executor; under torchrun even when it is empty (that ends the
+    other ranks)."""
+    executor.run(todo, ledger)
 
 
 def _run_grid(
-    folder: Path, spec: StudySpec, planned: list[PlannedRun], d: Dist, opts: dict[str, Any]
+    folder: Path,
+    spec: StudySpec,
+    planned: list[PlannedRun],
+    executor: Executor,
+    opts: dict[str, Any],
 ) -> tuple[list[PlannedRun], dict[str, RunRow]]:
     """Run what is left of ``planned``; the runs it ran, and every stored row after."""
     conn = open_store(folder / "results.sqlite")
@@ -250,10 +139,19 @@ def _run_grid(
         rows = read_rows(conn)
         host = socket.gethostname()
         todo = plan_todo(planned, rows, retry_failed=opts["retry_failed"], host=host)
-        if d.enabled:
-            _execute_ranked(conn, todo, folder, opts["progress"], d)
-        elif todo:
-            _execute(conn, spec, todo, folder, opts)
+        todo = _with_teachers(todo, planned, rows, folder)
+        ledger = Ledger(
+            conn,
+            folder,
+            spec.name,
+            planned,
+            todo,
+            progress=opts["progress"],
+            keep=opts["keep_models"],
+            executor=executor.name,
+        )
+        _execute(executor, todo, ledger)
+        ledger.close()
         return todo, {row.run_id: row for row in read_rows(conn)}
     finally:
         conn.close()
@@ -271,14 +169,20 @@ def run_study(
     out_root: str | Path = "runs",
     *,
     jobs: int = 1,
+    executor: str | Executor = "local",
     retry_failed: bool = False,
     progress: bool = True,
     report: bool = True,
+    keep_models: str = "all",
 ) -> StudyOutcome:
     """Run every unfinished run of ``spec`` into ``out_root/<name>/``, then write the report.
 
-    The trivial baseline of each context's dev examples is computed first, once, into
-    ``baseline.json`` (:mod:`freezetune.study.baseline`), for the report to compare with.
+    ``executor``: ``"local"`` (``jobs`` at a time), ``"ray"`` (the cluster of ``RAY_ADDRESS``,
+    else a local one), or an :class:`~freezetune.study.executors.Executor` such as
+    ``RayExecutor("HOST:6379", {"cpu": 2, "gpu": 1})``. ``keep_models``: ``all``, ``best`` or
+    ``none`` (:mod:`freezetune.study.executors.keep`). The trivial baseline of each context's
+    dev examples is computed first, once, into ``baseline.json``
+    (:mod:`freezetune.study.baseline`), for the report to compare with.
 
     >>> spec = StudySpec.from_dict({"name": "d", "strategies": ["full", "bottom:2"]})
     >>> outcome = run_study(spec, "runs")  # doctest: +SKIP
@@ -288,10 +192,11 @@ def run_study(
     from freezetune import distributed
 
     d = distributed.current()
-    _check_jobs(jobs, d.enabled)
+    chosen = _choose(executor, jobs, d)
+    check_keep(keep_models)
     folder = study_folder(out_root, spec.name)
     if not d.is_main:
-        _follow(folder, d)
+        follow(folder, d)
         return StudyOutcome(folder, len(spec.grid()), 0, 0, 0, 0, "", None)
     check_reporters(tuple({run.report_to for run in spec.grid()}))  # once, not run by run
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,8 +204,8 @@ def run_study(
         _save_spec(folder, spec)
         planned = spec.grid()
         ensure_baselines(folder, [run.config for run in planned])
-        opts = {"jobs": jobs, "progress": progress, "total": len(planned)}
-        todo, rows = _run_grid(folder, spec, planned, d, {**opts, "retry_failed": retry_failed})
+        opts = {"progress": progress, "retry_failed": retry_failed, "keep_models": keep_models}
+        todo, rows = _run_grid(folder, spec, planned, chosen, opts)
         headline, path = _report(folder) if report else ("", None)
     status = [rows[r.run_id].status for r in planned if r.run_id in rows]
     return StudyOutcome(

@@ -57,7 +57,13 @@ UNHASHED: tuple[tuple[str, ...], ...] = (
     ("overwrite",),
     ("train", "progress"),
     ("train", "report_to"),  # a live logger changes nothing about the run
+    ("train", "inference_cost"),  # timing the saved model afterwards changes nothing either
 )
+
+#: Keys a run's identity holds at a fixed value whatever the run sets: how often it checkpoints
+#: changes nothing about its result (a resumed run ends where an uninterrupted one ends), so a
+#: run an executor checkpoints (Ray: ``executors.ray_cluster``) keeps the run_id it has without.
+NEUTRAL: dict[tuple[str, ...], Any] = {("train", "save_every"): None}
 
 #: the distill section of a run that does not distil (left out of its identity)
 DISTILL_DEFAULTS = dataclasses.asdict(DistillConfig())
@@ -131,6 +137,8 @@ class PlannedRun:
     config: dict[str, Any]  # RunConfig.to_dict() minus out/overwrite/train.progress
     teacher: str | None = None  # run_id of the run it distils from (distill.teacher: "@full")
     report_to: str = "none"  # live logger of the run (not part of its identity)
+    save_every: int | None = None  # train.save_every as the study sets it (not in its identity)
+    inference_cost: bool = True  # time the saved model after training (not in its identity)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -150,6 +158,8 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         for key in path[:-1]:
             parent = parent[key]
         parent.pop(path[-1], None)
+    for path, value in NEUTRAL.items():  # present, like before it was neutral: ids stay
+        data[path[0]][path[1]] = value
     if data.get("distill") == DISTILL_DEFAULTS:  # runs from before distillation keep their ids
         data.pop("distill")
     return data
@@ -293,6 +303,8 @@ class StudySpec:
             train_size=config.data.max_train_samples,
             config=identity,
             report_to=config.train.report_to,
+            save_every=config.train.save_every,
+            inference_cost=config.train.inference_cost,
         )
 
 

@@ -1,8 +1,17 @@
-"""The child side of a study run: train one config in a process of its own, then read its files.
+"""The run side of a study: train one config in a process of its own, then read its folder.
 
 Each run gets a fresh process (forked from a server that has already imported torch, so it starts
 in well under a second): its peak memory is its own, no torch state leaks from one run into the
-next, and a crash (segfault, out-of-memory kill) fails that run only.
+next, and a crash (segfault, out-of-memory kill) fails that run only. Every executor ends a run
+the same way: :func:`outcome_of` turns the run's folder and exit code into a :class:`RunOutcome`,
+plain data that the study process records (it alone writes ``results.sqlite``). The local
+executor does this in the study process; a Ray task does it on its node (:func:`run_in_child`)
+and returns the outcome.
+
+A run continues what an earlier attempt left in its folder (``training.train_or_resume``): a
+finished one is read back, an unfinished one resumes from its newest intact checkpoint, anything
+else starts over. One process at a time trains in a run folder (a lock in ``runs/.locks/``), so
+an attempt never overlaps an orphan of a killed study process.
 
 >>> read_events([{"event": "freeze", "step": 0, "units_frozen": 1},
 ...              {"event": "eval", "step": 5, "accuracy": 0.8}])
@@ -12,33 +21,64 @@ next, and a crash (segfault, out-of-memory kill) fails that run only.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import multiprocessing
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "ERROR_FILE",
+    "RunOutcome",
     "error_line",
+    "launch",
     "load_events",
+    "outcome_of",
     "read_events",
+    "run_in_child",
     "train_and_record",
     "train_in_child",
 ]
 
 ERROR_FILE = "error.txt"
 TRACEBACK_FILE = "traceback.txt"
+#: how long an attempt waits for an earlier attempt still training in the same run folder
+LOCK_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run ended, as data (what ``store.finish_run`` / ``store.fail_run`` take).
+
+    ``where`` is the machine it ran on (a node's IP under Ray) and ``resumed_from`` the step of
+    the checkpoint the attempt found, if it continued one.
+    """
+
+    status: str  # "succeeded" or "failed"
+    result: dict[str, Any] | None = None  # result.json
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None  # failed: the one-line message
+    where: str | None = None
+    resumed_from: int | None = None
+
+    @classmethod
+    def failed(cls, error: str) -> RunOutcome:
+        return cls("failed", error=error)
 
 
 def _die_with_parent() -> None:
-    # if the study process dies (kill -9 included), so does this run, so that a killed study
-    # never leaves a training behind that still writes into its run folder; the parent's
-    # sentinel becomes readable exactly when the parent is gone
+    # if the process that started this run dies (kill -9 included), so does this run, so that a
+    # killed study never leaves a training behind that still writes into its run folder; the
+    # parent's sentinel becomes readable exactly when the parent is gone
     parent = multiprocessing.parent_process()
 
     def watch() -> None:
@@ -61,16 +101,24 @@ def error_line(err: BaseException) -> str:
     return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"
 
 
-def train_and_record(config: dict[str, Any]) -> bool:
-    """Train ``config``; on any error write it to ``<out>/error.txt`` (rank 0) and say False."""
+def train_and_record(config: dict[str, Any], *, continue_folder: bool = False) -> bool:
+    """Train ``config``; on any error write it to ``<out>/error.txt`` (rank 0) and say False.
+
+    ``continue_folder``: finish what an earlier attempt left in ``out`` (read back a result,
+    resume a checkpoint) instead of starting from scratch.
+    """
     from freezetune import distributed
     from freezetune.config import RunConfig
     from freezetune.loop import Interrupted
-    from freezetune.training import train
+    from freezetune.training import train, train_or_resume
 
     out, d = Path(config["out"]), distributed.current()
+    if d.is_main:
+        for name in (ERROR_FILE, TRACEBACK_FILE):  # an earlier attempt's
+            (out / name).unlink(missing_ok=True)
     try:
-        train(RunConfig.from_dict(config))
+        run = RunConfig.from_dict(config)
+        train_or_resume(run) if continue_folder else train(run)
         return True
     except Interrupted:
         raise  # Ctrl-C / SIGTERM: the study stops here (and resumes this run later)
@@ -85,11 +133,96 @@ def train_and_record(config: dict[str, Any]) -> bool:
         return False
 
 
+class FolderBusy(RuntimeError):
+    """Another process still trains in the run's folder."""
+
+
+@contextlib.contextmanager
+def _only_writer(out: Path) -> Iterator[None]:
+    """Hold ``runs/.locks/<run>`` while training: an attempt waits for (or, after
+    :data:`LOCK_WAIT_S`, gives up on) an earlier one that still trains in the same folder."""
+    locks = out.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / out.name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FolderBusy(
+                        f"another process still trains in {out} (an earlier attempt's?); "
+                        "stop it and run the study again"
+                    ) from None
+                time.sleep(1.0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def train_in_child(config: dict[str, Any]) -> None:
-    """Process entry point: train ``config``, exit 1 if it failed (see ``train_and_record``)."""
+    """Process entry point: finish ``config``'s run, exit 1 if it failed (``train_and_record``)."""
     _die_with_parent()
-    if not train_and_record(config):
+    out = Path(config["out"])
+    try:
+        with _only_writer(out):
+            ok = train_and_record(config, continue_folder=True)
+    except FolderBusy as err:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ERROR_FILE).write_text(f"{err}\n", encoding="utf-8")
+        print(f"freezetune: run failed: {err}", file=sys.stderr)
+        ok = False
+    if not ok:
         sys.exit(1)
+
+
+def _context() -> Any:
+    # a fork server that imported torch once: each run forks from it in well under a second,
+    # and since it never ran torch ops itself, forking it is safe (unlike forking this process)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["freezetune.training", "freezetune.study.worker"])
+    return ctx
+
+
+def launch(config: dict[str, Any]) -> Any:
+    """Start ``config``'s run in a process of its own; returns the started process."""
+    process = _context().Process(
+        target=train_in_child, args=(config,), name=f"freezetune-{Path(config['out']).name}"
+    )
+    process.start()
+    return process
+
+
+def run_in_child(config: dict[str, Any]) -> RunOutcome:
+    """Run ``config`` in a process of its own, wait for it, and say how it ended."""
+    process = launch(config)
+    try:
+        process.join()
+    finally:
+        if process.exitcode is None:  # interrupted while waiting: stop the run
+            process.kill()
+            process.join()
+    return outcome_of(Path(config["out"]), process.exitcode)
+
+
+def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
+    """How the run in ``out`` ended, from its process's exit code and its files."""
+    result_path = out / "result.json"
+    if exitcode == 0 and result_path.is_file():
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        timeline, curve = read_events(load_events(out / "metrics.jsonl"))
+        return RunOutcome("succeeded", result, timeline, curve)
+    if (out / ERROR_FILE).is_file():
+        message = (out / ERROR_FILE).read_text(encoding="utf-8").strip()
+    elif exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        message = f"the run's process was killed by {name}{hint}"
+    else:
+        message = f"the run's process exited with code {exitcode} without a result"
+    return RunOutcome.failed(message)
 
 
 def read_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
