@@ -25,6 +25,7 @@ __all__ = [
     "Feature",
     "ShardedBatches",
     "make_loader",
+    "rank_share_loader",
     "set_epoch",
     "tokenize",
 ]
@@ -280,6 +281,16 @@ def make_loader(
         drop_last=drop_last,
         num_workers=0,
         generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def rank_share_loader(
+    features: Sequence[Feature], *, batch_size: int, collate: Any, rank: int = 0, world: int = 1
+) -> DataLoader:
+    """Rank ``rank``'s share of ``features`` (every ``world``-th, from ``rank``), in order: what
+    one process scores of the dev set, or runs the teacher over, under DDP or alone."""
+    return make_loader(
+        features[rank::world], batch_size=batch_size, shuffle=False, seed=0, collate=collate
     )
 
 

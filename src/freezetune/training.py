@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from freezetune import distributed
-from freezetune.batching import Collator, make_loader, tokenize
+from freezetune.batching import Collator, make_loader, rank_share_loader, tokenize
 from freezetune.caching import Caches, caches_prefix, make_caches
 from freezetune.config import RunConfig
 from freezetune.distill.run import check_teacher, cut_student, make_objective
@@ -179,12 +179,8 @@ def _batches(setup: Setup, model: nn.Module, d: Dist) -> _Batches:
         world=d.world,
         fixed_shards=d.enabled and caches_prefix(model, setup.units, setup.spec, t),
     )
-    eval_loader = make_loader(
-        eval_features[d.rank :: d.world],
-        batch_size=t.eval_batch_size,
-        shuffle=False,
-        seed=t.seed,
-        collate=collate,
+    eval_loader = rank_share_loader(
+        eval_features, batch_size=t.eval_batch_size, collate=collate, rank=d.rank, world=d.world
     )
     return _Batches(train_features, eval_features, train_loader, eval_loader, collate)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from freezetune.batching import Collator, make_loader
+from freezetune.batching import Collator, rank_share_loader
 from freezetune.config import RunConfig
 from freezetune.distill.loss import Distillation
 from freezetune.distill.student import cut_blocks, pick_blocks
@@ -69,12 +69,8 @@ def make_objective(
                 f"teacher {teacher.folder}: logits of {len(features)} examples, once",
                 file=sys.stderr,
             )
-        loader = make_loader(
-            features[d.rank :: d.world],
-            batch_size=t.eval_batch_size,
-            shuffle=False,
-            seed=t.seed,
-            collate=collate,
+        loader = rank_share_loader(
+            features, batch_size=t.eval_batch_size, collate=collate, rank=d.rank, world=d.world
         )
         bar = tqdm(
             total=len(features[d.rank :: d.world]),

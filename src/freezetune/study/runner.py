@@ -195,14 +195,14 @@ def run_study(
     chosen = _choose(executor, jobs, d)
     check_keep(keep_models)
     folder = study_folder(out_root, spec.name)
+    planned = spec.grid()
     if not d.is_main:
         follow(folder, d)
-        return StudyOutcome(folder, len(spec.grid()), 0, 0, 0, 0, "", None)
-    check_reporters(tuple({run.report_to for run in spec.grid()}))  # once, not run by run
+        return StudyOutcome(folder, len(planned), 0, 0, 0, 0, "", None)
+    check_reporters(tuple({run.report_to for run in planned}))  # once, not run by run
     folder.mkdir(parents=True, exist_ok=True)
     with study_lock(folder, spec.name):
         _save_spec(folder, spec)
-        planned = spec.grid()
         ensure_baselines(folder, [run.config for run in planned])
         opts = {"progress": progress, "retry_failed": retry_failed, "keep_models": keep_models}
         todo, rows = _run_grid(folder, spec, planned, chosen, opts)
