@@ -462,7 +462,11 @@ def test_a_node_lost_mid_study_costs_no_run(tiny_bert, tmp_path, two_nodes):
 
     try:
         wait_for(on_second_node_with_checkpoint, driver, "a run on the second node")
-        os.kill(raylet, signal.SIGKILL)
+        # a lost node loses every process on it at once: SIGKILL on the raylet alone leaves its
+        # workers running until they notice, long enough for the victim to finish its run
+        for pid in tree(raylet):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         assert driver.wait(180) == 0, (tmp_path / "driver.log").read_text()
     finally:
         if driver.poll() is None:
