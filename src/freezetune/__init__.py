@@ -38,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "FreezetuneConfig": "freezetune.classifier",
     "FreezetuneForSequenceClassification": "freezetune.classifier",
     "load_model": "freezetune.models",
+    "FreezetuneForImageClassification": "freezetune.vision.models",
+    "load_image_model": "freezetune.vision.models",
     "RunResult": "freezetune.records",
     "resume": "freezetune.training",
     "train": "freezetune.training",
@@ -55,6 +57,7 @@ __all__ = [
     "DataConfig",
     "FreezeSpec",
     "FreezetuneConfig",
+    "FreezetuneForImageClassification",
     "FreezetuneForSequenceClassification",
     "ModelConfig",
     "OptimConfig",
@@ -68,6 +71,7 @@ __all__ = [
     "apply_frozen",
     "freeze",
     "frozen_parameters",
+    "load_image_model",
     "load_model",
     "parse_freeze",
     "resume",
@@ -92,6 +96,7 @@ if TYPE_CHECKING:
     from freezetune.study.spec import StudySpec
     from freezetune.training import resume, train, train_or_resume
     from freezetune.units import Unit, Units, split_units, trainable_line
+    from freezetune.vision.models import FreezetuneForImageClassification, load_image_model
 
 
 def __getattr__(name: str) -> Any:

@@ -262,7 +262,7 @@ def make_loader(
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1 (got {batch_size}); pass a positive number")
-    lengths = [len(f["input_ids"]) for f in features]
+    lengths = [len(f["input_ids"]) if "input_ids" in f else 1 for f in features]  # images: 1
     sampler = EpochSampler(len(features), seed, shuffle, group_by_length, lengths, batch_size)
     if world > 1:
         shards = ShardedBatches(sampler, batch_size, rank, world, fixed_shards, lengths)

@@ -18,15 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from freezetune.cache_store import FixedStates, States, TokenStates
 from freezetune.errors import UserError
 from freezetune.families import get_family, hidden_size
 from freezetune.units import Units
 
-__all__ = ["ActivationCache", "PrefixCache", "check_cacheable"]
+__all__ = ["PrefixCache", "check_cacheable"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -42,58 +42,6 @@ def check_cacheable(model: nn.Module, units: Units) -> str | None:
     if after:  # (DeBERTa-v2's encoder.conv)
         return f"{', '.join(after)} runs after block 0, so a cache cannot start above it"
     return None
-
-
-class ActivationCache:
-    """Unpadded per-example states in one flat [total tokens, hidden] array (RAM or a file)."""
-
-    def __init__(self, lengths: list[int], hidden: int, dtype: torch.dtype, path: Path | None):
-        self.lengths = torch.tensor(lengths, dtype=torch.long)
-        self.offsets = torch.cumsum(torch.tensor([0, *lengths]), 0)
-        self.dtype = dtype
-        total = int(self.offsets[-1])
-        if path is None:
-            self.data = torch.empty((total, hidden), dtype=dtype)
-        else:  # numpy has no bfloat16: store its bits as int16 and view them back
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np_dtype = np.float32 if dtype == torch.float32 else np.int16
-            array = np.lib.format.open_memmap(
-                path, mode="w+", dtype=np_dtype, shape=(total, hidden)
-            )
-            raw = torch.from_numpy(array)
-            self.data = raw if dtype == torch.float32 else raw.view(dtype)
-        self.filled = torch.zeros(len(lengths), dtype=torch.bool)
-        # frozen_units when the stored states were computed ("level" in checkpoints and stats)
-        self.level = 0
-
-    @property
-    def nbytes(self) -> int:
-        return self.data.numel() * self.data.element_size()
-
-    def reset(self, frozen_units: int) -> None:
-        self.filled.zero_()
-        self.level = frozen_units
-
-    def has(self, index: torch.Tensor) -> bool:
-        return bool(self.filled[index].all())
-
-    def _rows(self, index: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(flat rows of the real tokens, their [batch, width] mask) for padded examples."""
-        position = torch.arange(width)
-        real = position[None, :] < self.lengths[index][:, None]
-        return (self.offsets[index][:, None] + position[None, :])[real], real
-
-    def store(self, index: torch.Tensor, hidden: torch.Tensor) -> None:
-        hidden = hidden.detach().to("cpu", self.dtype)
-        rows, real = self._rows(index, hidden.shape[1])
-        self.data[rows] = hidden[real]  # one scatter for the whole batch, padding left out
-        self.filled[index] = True
-
-    def gather(self, index: torch.Tensor, width: int) -> torch.Tensor:
-        rows, real = self._rows(index, width)
-        out = torch.zeros((len(index), width, self.data.shape[1]), dtype=torch.float32)
-        out[real] = self.data[rows].float()
-        return out
 
 
 class _Given(nn.Module):
@@ -115,6 +63,10 @@ class _Captured(Exception):
 class PrefixCache:
     """Runs a model's forward from cached frozen-prefix states when it can (see module doc).
 
+    ``lengths`` are the examples' token counts (text); ``lengths=None`` with ``count``
+    examples stores fixed-shape states instead (images: a feature map or a ViT's tokens per
+    example, shaped at the first store). Either spills to ``spill`` beyond ``budget_mb``.
+
     >>> cache = PrefixCache(model, units, lengths=[12, 7, 30])  # doctest: +SKIP
     >>> out = cache.forward(batch, frozen_units=3)  # doctest: +SKIP
     """
@@ -123,24 +75,44 @@ class PrefixCache:
         self,
         model: nn.Module,
         units: Units,
-        lengths: list[int],
+        lengths: list[int] | None,
         dtype: str = "float32",
         spill: Path | None = None,
         budget_mb: float = 4096,
+        *,
+        count: int = 0,
     ):
         self.model, self.units = model, units
         self.runner: Any = model  # what training calls: the model, or its DDP wrapper
         self.blocks: nn.ModuleList = model.get_submodule(units.blocks_path)  # type: ignore[assignment]
         parent, _, attr = units.blocks_path.rpartition(".")
         self.parent, self.attr = model.get_submodule(parent), attr
-        hidden, torch_dtype = self._hidden_size(), DTYPES[dtype]
-        size_mb = sum(lengths) * hidden * torch_dtype.itemsize / 2**20
-        self.path = spill if spill is not None and size_mb > budget_mb else None
-        self.store = ActivationCache(lengths, hidden, torch_dtype, self.path)
+        self.input_shape: tuple[int, ...] = ()  # one example's pixel_values (images)
+        self.store: States = self._states(lengths, DTYPES[dtype], spill, budget_mb, count)
         self.advance_time = self.store_time = 0.0  # seconds spent building the cache
         family = get_family(units.family)
         self.as_tuple = family is not None and family.block_output == "tuple"
         self.hits = self.misses = 0
+
+    @property
+    def path(self) -> Path | None:
+        """The file the states spilled to, or None while they are in RAM."""
+        return getattr(self.store, "spilled", getattr(self.store, "path", None))
+
+    def _states(
+        self,
+        lengths: list[int] | None,
+        dtype: torch.dtype,
+        spill: Path | None,
+        budget_mb: float,
+        count: int,
+    ) -> States:
+        if lengths is None:
+            return FixedStates(count, dtype, spill, budget_mb, lambda: self.input_shape)
+        hidden = self._hidden_size()
+        size_mb = sum(lengths) * hidden * dtype.itemsize / 2**20
+        path = spill if spill is not None and size_mb > budget_mb else None
+        return TokenStates(lengths, hidden, dtype, path)
 
     def _hidden_size(self) -> int:
         config: Any = getattr(self.model, "config", None)
@@ -188,11 +160,12 @@ class PrefixCache:
 
     def close(self) -> None:
         """Free the stored states; delete the spilled file (and its folder, once empty)."""
-        self.store = ActivationCache([], 1, self.store.dtype, None)
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        path = self.path
+        self.store.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
-                self.path.parent.rmdir()
+                path.parent.rmdir()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -208,32 +181,32 @@ class PrefixCache:
     @torch.no_grad()
     def _advance(self, frozen_units: int, batch_size: int = 64) -> None:
         started = time.perf_counter()
-        old, filled = self.store.level, self.store.filled.nonzero().flatten()
-        order = filled[torch.argsort(self.store.lengths[filled], descending=True)]
+        old, order, target = self.store.level, self.store.advance_order(), self.store.successor()
         modes = {m: m.training for m in self.model.modules()}  # frozen units stay in eval()
         self.model.eval()
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            width = int(self.store.lengths[index].max())
-            mask = (torch.arange(width)[None, :] < self.store.lengths[index][:, None]).long()
-            hidden = self.store.gather(index, width).to(self._device())
-            self.store.store(index, self._run_to(old, frozen_units, hidden, mask.to(hidden.device)))
+            inputs = self.store.inputs_for(index, self._device())
+            hidden = self.store.gather(index, inputs).to(self._device())
+            target.store(index, self._run_to(old, frozen_units, hidden, inputs))
+        if target is not self.store:
+            self.store.close()
+            self.store = target
         self.store.level = frozen_units
         for module, training in modes.items():
             module.train(training)
         self.advance_time += time.perf_counter() - started
 
     def _run_to(
-        self, old: int, frozen_units: int, hidden: torch.Tensor, mask: torch.Tensor
+        self, old: int, frozen_units: int, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         def stop(state: torch.Tensor) -> None:
             raise _Captured(state)
 
-        ids = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
         with self._start_at(old, hidden):
             handle = self._hook(frozen_units, stop)  # hooks sit on the block objects themselves
             try:
-                self.model(input_ids=ids, attention_mask=mask)
+                self.model(**inputs)
             except _Captured as done:
                 return done.hidden
             finally:
@@ -252,13 +225,14 @@ class PrefixCache:
         """The model's output for ``batch`` with ``frozen_units`` leading units frozen, read
         from the cache when it can."""
         index = batch.pop("index").cpu()  # the cache lives in host memory
+        if "pixel_values" in batch:
+            self.input_shape = tuple(batch["pixel_values"].shape[1:])
         self.set_level(frozen_units)
         if frozen_units < 2:
             return self.runner(**batch)
         if self.store.has(index):
             self.hits += 1
-            width = batch["input_ids"].shape[1]
-            hidden = self.store.gather(index, width).to(self._device())
+            hidden = self.store.gather(index, batch).to(self._device())
             with self._start_at(frozen_units, hidden):
                 return self.runner(**batch)
         self.misses += 1

@@ -59,17 +59,32 @@ def _folder(train: TrainConfig, out: Path) -> Path:
     return Path(train.cache_dir) / f"{out.name}-{digest}"
 
 
+def _why_not(model: nn.Module, units: Units, spec: FreezeSpec, train: TrainConfig) -> str | None:
+    """None when this run can cache frozen-prefix states, else the reason it cannot."""
+    if not train.cache:
+        return "turned off"
+    if spec.train_bn and units.norms:
+        return "train-bn keeps the BatchNorm of frozen units training, so they are not fixed"
+    return check_cacheable(model, units)
+
+
+def _lengths(features: list[dict]) -> list[int] | None:
+    """Token counts of tokenized features; None for fixed-shape inputs (images)."""
+    return [len(f["input_ids"]) for f in features] if "input_ids" in features[0] else None
+
+
 def make_caches(
     model: nn.Module,
     units: Units,
+    spec: FreezeSpec,
     train: TrainConfig,
     out: Path,
     splits: dict[str, list[dict]],
 ) -> Caches:
-    """One cache per split ("train", "validation") of tokenized features, or none when caching
-    is off or not exact for this model (then the reason is printed once)."""
+    """One cache per split ("train", "validation") of features, or none when caching is off
+    or not exact for this run (then the reason is printed once)."""
     d = distributed.current()
-    reason = check_cacheable(model, units) if train.cache else "turned off"
+    reason = _why_not(model, units, spec, train)
     if reason is not None:
         if train.cache and d.is_main:
             print(f"caching off: {reason}", file=sys.stderr)
@@ -79,10 +94,11 @@ def make_caches(
         name: PrefixCache(
             model,
             units,
-            [len(f["input_ids"]) for f in features],
+            _lengths(features),
             train.cache_dtype,
             spill=folder / f"{name}{rank}.npy",  # each rank caches its own shard
             budget_mb=train.cache_budget_mb * d.world,  # a rank fills only its share of it
+            count=len(features),
         )
         for name, features in splits.items()
     }
@@ -91,6 +107,6 @@ def make_caches(
 
 def caches_prefix(model: nn.Module, units: Units, spec: FreezeSpec, train: TrainConfig) -> bool:
     """Whether this run will cache frozen-prefix states (at least 2 units frozen some time)."""
-    if not train.cache or check_cacheable(model, units) is not None:
+    if _why_not(model, units, spec, train) is not None:
         return False
     return spec.schedule is not None or spec.frozen_units(units.num_blocks) >= 2

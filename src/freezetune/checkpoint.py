@@ -134,7 +134,9 @@ def _write_files(
     parts: Resumable, folder: Path, position: Position, rngs: list | None, dist: Dist
 ) -> None:
     params = dict(parts.model.named_parameters())
-    save_file(_tensors(params), folder / "model.safetensors")
+    # buffers too: BatchNorm's running statistics change in every trainable unit
+    model_state = {**params, **dict(parts.model.named_buffers())}
+    save_file(_tensors(model_state), folder / "model.safetensors")
     save_file(_tensors(parts.state.best_weights), folder / "best.safetensors")
     if parts.grads is not None:
         names = {id(p): n for n, p in params.items()}
@@ -297,9 +299,10 @@ def restore(parts: Resumable, folder: Path, dist: Dist) -> Position:
     """Load the checkpoint in ``folder`` into ``parts``; return where training continues."""
     state = _read_state(folder, parts.steps_per_epoch)
     params = dict(parts.model.named_parameters())
+    tensors = {**params, **dict(parts.model.named_buffers())}
     with torch.no_grad():
         for name, value in load_file(folder / "model.safetensors").items():
-            params[name].copy_(value)
+            tensors[name].copy_(value)
     parts.state.best_weights = load_file(folder / "best.safetensors")
     if parts.grads is not None and (folder / "grads.safetensors").exists():
         sums = load_file(folder / "grads.safetensors")
@@ -310,9 +313,7 @@ def restore(parts: Resumable, folder: Path, dist: Dist) -> Position:
         cache = parts.caches.get(name)
         if cache is not None:
             tensors = load_file(folder / f"cache-{name}.safetensors")
-            cache.store.data.copy_(tensors["data"])
-            cache.store.filled.copy_(tensors["filled"].bool())
-            cache.store.level = level
+            cache.store.load(tensors["data"], tensors["filled"].bool(), level)
     parts.policy.load_state_dict(state["policy"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.state.load_state_dict(state["loop"])

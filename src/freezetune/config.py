@@ -87,18 +87,21 @@ class DataConfig:
     section: ClassVar[str] = "data"
     task: str | None = option(
         "sst2",
-        "GLUE task (sst2, mrpc, stsb, cola, rte, qnli, qqp, mnli, wnli), a name for your own "
-        "files, or a hub dataset",
+        "GLUE task (sst2, mrpc, stsb, cola, rte, qnli, qqp, mnli, wnli), fashion-mnist, a "
+        "name for your own files (or image folders), or a hub dataset",
         study=True,
     )
     data_dir: str | None = option(
         None,
         "folder in the original GLUE layout (default $FREEZETUNE_GLUE_DIR; with neither, GLUE "
-        "comes from the hub)",
+        "comes from the hub), or Fashion-MNIST's four IDX files",
         study=True,
     )
     train_file: str | None = option(
-        None, "your own CSV/TSV/JSONL training file (with --validation)", flag="train"
+        None,
+        "your own CSV/TSV/JSONL training file, or a folder of class folders of images (with "
+        "--validation)",
+        flag="train",
     )
     validation_file: str | None = option(
         None, "your own validation file, same columns as --train", flag="validation"
@@ -121,6 +124,16 @@ class DataConfig:
     )
     group_by_length: bool = option(
         False, "batch examples of similar length together (less padding, faster)"
+    )
+    image_size: int = option(
+        96,
+        "images: resize to this many pixels square (Fashion-MNIST's 28 px -> 96; 0 keeps the "
+        "images' own size, which must then all be equal)",
+        bounds=Range(0, 4096),
+        study=True,
+    )
+    augment: bool = option(
+        False, "images: random flips and crops of the training images (off: deterministic)"
     )
 
     def __post_init__(self) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from freezetune.families import get_family
 from freezetune.freezing import apply_frozen, frozen_parameters, parse_freeze
 from freezetune.models import load_model
 from freezetune.units import describe_units, split_units, trainable_line
+from freezetune.vision.models import is_image_model, load_image_model
 
 __all__ = ["inspect_model", "pooling_note", "unit_table"]
 
@@ -56,9 +59,19 @@ def inspect_model(
     >>> print(inspect_model("minilm-l6", freeze="bottom:3"))  # doctest: +SKIP
     """
     spec = parse_freeze(freeze)
-    loaded = load_model(
-        name, num_labels=num_labels, pooling=pooling, trust_remote_code=trust_remote_code
-    )
+    if is_image_model(name, trust_remote_code):
+        labels = tuple(map(str, range(num_labels)))
+        loaded: Any = load_image_model(
+            name,
+            labels=labels,
+            image_size=224,
+            pooling=pooling,
+            trust_remote_code=trust_remote_code,
+        )
+    else:
+        loaded = load_model(
+            name, num_labels=num_labels, pooling=pooling, trust_remote_code=trust_remote_code
+        )
     model = loaded.model
     units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
     how = str(model.config.pooling)
@@ -69,7 +82,9 @@ def inspect_model(
         f"pooling {how}); freeze {spec.text}"
     )
     lines = [header, unit_table(describe_units(model, units))]
-    notes = [note for note in (units.note, pooling_note(units.family, how)) if note]
+    family = get_family(units.family)
+    kind = family.note if family is not None else ""
+    notes = [note for note in (kind, units.note, pooling_note(units.family, how)) if note]
     lines.extend(f"note: {note}" for note in notes)
     lines.append(trainable_line(model))
     return "\n".join(lines)

@@ -23,6 +23,7 @@ plain sampler.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +45,7 @@ __all__ = [
     "init_from_env",
     "shutdown",
     "sum_ints",
+    "sync_batchnorm",
     "wrap",
 ]
 
@@ -100,6 +102,24 @@ def device(d: Dist) -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", d.local_rank) if d.enabled else torch.device("cuda")
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device, d: Dist) -> nn.Module:
+    """Under DDP on GPUs, BatchNorm layers become ``nn.SyncBatchNorm`` (statistics over the
+    global batch, as one process computes them; same parameter objects). PyTorch has no CPU
+    SyncBatchNorm: there each process normalises its own share of the batch (say so once)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not d.enabled or not norms:
+        return model
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if d.is_main:
+        print(
+            "note: no SyncBatchNorm on CPU: BatchNorm layers that train normalise each "
+            "process's share of the batch (frozen ones use their running statistics)",
+            file=sys.stderr,
+        )
+    return model
 
 
 def wrap(model: nn.Module, d: Dist) -> nn.Module:

@@ -23,11 +23,13 @@ from typing import Any, Literal
 __all__ = [
     "FAMILIES",
     "GENERIC_LAYOUTS",
+    "VISION_FAMILIES",
     "Family",
     "Layout",
     "generic_layout",
     "get_family",
     "hidden_size",
+    "is_image_config",
 ]
 
 #: what a family's own ``*ForSequenceClassification`` head reads (see ``classifier.pool``)
@@ -56,6 +58,7 @@ class Family:
     cacheable: bool  # frozen-prefix caching checked against the uncached path
     block_output: Literal["tensor", "tuple"]  # what one block's forward returns
     hidden_size_key: str = "hidden_size"  # the config attribute holding the hidden size
+    note: str = ""  # what a block is, for ``freezetune inspect`` (vision: blocks are stages)
 
 
 # ELECTRA projects embedding_size -> hidden_size before the first block
@@ -87,10 +90,15 @@ LLAMA = Layout(blocks="layers", embeddings=("embed_tokens", "rotary_emb"))
 PHI = Layout(blocks="layers", embeddings=("embed_tokens", "embed_dropout", "rotary_emb"))
 GPT_NEOX = Layout(blocks="layers", embeddings=("embed_in", "emb_dropout", "rotary_emb"))
 MODERNBERT = Layout(blocks="layers", embeddings=("embeddings", "rotary_emb"))
+# vision: ViT/DeiT keep their patch embeddings + [CLS] in embeddings and the layers in a list;
+# CNNs (ConvNeXt, ResNet, freezetune's EfficientNet-Lite) have a stem + encoder.stages
+VIT = Layout(blocks="layers", embeddings=("embeddings",))
+STAGES = Layout(blocks="encoder.stages", embeddings=("embeddings",))
+RESNET = Layout(blocks="encoder.stages", embeddings=("embedder",))
 
 #: Layouts tried, by the name of the blocks list, for a model type with no record (or whose
 #: record's blocks path does not fit): the first whose ``blocks`` ends the list's name.
-GENERIC_LAYOUTS: tuple[Layout, ...] = (BERT, DISTILBERT, ALBERT, GPT2, LLAMA)
+GENERIC_LAYOUTS: tuple[Layout, ...] = (BERT, DISTILBERT, ALBERT, GPT2, LLAMA, STAGES)
 
 _QV = ("query", "value")
 _PROJ_QV = ("q_proj", "v_proj")
@@ -141,13 +149,38 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+#: vision backbones (``freezetune.vision``): a CNN's blocks are its stages; its head pools
+#: the backbone's pooled output. LoRA has no default targets in a CNN (pass lora:targets=).
+VISION_FAMILIES: dict[str, Family] = {
+    "vit": _encoder(VIT, "cls", _QV, cacheable=True),
+    "deit": _encoder(VIT, "cls", _QV),
+    "dinov2": _encoder(BERT, "cls", _QV),
+    "convnext": _encoder(
+        STAGES, "pooler", ("dwconv",), cacheable=True, note="a block is one ConvNeXt stage"
+    ),
+    "resnet": _encoder(
+        RESNET, "pooler", ("convolution",), cacheable=True, note="a block is one ResNet stage"
+    ),
+    "freezetune-efficientnet-lite": _encoder(
+        STAGES,
+        "pooler",
+        ("project.0",),
+        cacheable=True,
+        note="blocks are the MBConv stages (one resolution and width each; Lite0: 7 stages of "
+        "1/2/2/3/3/4/1 blocks) and, last, the 1x1 head conv (Lite0: 320->1280): bottom:K "
+        "freezes the stem and the first K stages; head trains only the new classifier",
+    ),
+}
+
+
 def get_family(model_type: str | None) -> Family | None:
     """The record of ``model_type`` (a ``config.model_type``), or None for an unknown one.
 
-    >>> get_family("gpt_neo").lora_targets
-    ('q_proj', 'v_proj')
+    >>> get_family("gpt_neo").lora_targets, get_family("resnet").layout.embeddings
+    (('q_proj', 'v_proj'), ('embedder',))
     """
-    return FAMILIES.get(model_type or "")
+    key = model_type or ""
+    return FAMILIES.get(key) or VISION_FAMILIES.get(key)
 
 
 def generic_layout(blocks_suffix: str) -> Layout | None:
@@ -178,3 +211,13 @@ def hidden_size(config: Any) -> int | None:
         if isinstance(size, int) and size > 0:
             return size
     return None
+
+
+def is_image_config(config: Any) -> bool:
+    """Whether a base model's config is a vision model's: it reads pixels, not tokens.
+
+    >>> from types import SimpleNamespace
+    >>> is_image_config(SimpleNamespace(num_channels=3)), is_image_config(SimpleNamespace(vocab_size=9))
+    (True, False)
+    """
+    return getattr(config, "num_channels", None) is not None and not hasattr(config, "vocab_size")

@@ -62,14 +62,23 @@ def count_model_params(model: nn.Module) -> int:
 def load_saved(folder: str | Path, device: torch.device) -> nn.Module:
     """The model saved in ``folder``, in fp32 and ``eval()`` on ``device``.
 
-    ``AutoModelForSequenceClassification`` reads every kind a run saves: importing
-    :mod:`freezetune.classifier` registers freezetune's own classifier with it.
+    ``AutoModelForSequenceClassification`` reads every kind a text run saves (importing
+    :mod:`freezetune.classifier` registers freezetune's own classifier with it), and
+    ``AutoModelForImageClassification`` an image run's (:mod:`freezetune.vision.models`).
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+    )
 
-    import freezetune.classifier  # noqa: F401  (registers the Auto classes)
+    import freezetune.classifier
+    import freezetune.vision.models  # noqa: F401  (and the image classifier)
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32)
+    kind = AutoConfig.from_pretrained(str(folder)).model_type
+    auto = AutoModelForImageClassification if kind == "freezetune-image" else None
+    loader = auto or AutoModelForSequenceClassification
+    model = loader.from_pretrained(str(folder), dtype=torch.float32)
     return model.to(device).eval()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from freezetune.errors import UserError
-from freezetune.families import FAMILIES, GENERIC_LAYOUTS, Layout
+from freezetune.families import GENERIC_LAYOUTS, Layout, get_family
 
 __all__ = [
     "Match",
@@ -107,7 +107,7 @@ def _match_path(path: str, modules: dict[str, nn.Module]) -> Match | None:
         if base is None or base not in modules:
             continue
         model_type = _model_type(modules[base])
-        known = FAMILIES.get(model_type or "")
+        known = get_family(model_type)
         fits = known is not None and known.layout.blocks == generic.blocks
         layout = known.layout if known is not None and fits else generic
         return Match(path, base, layout, model_type or "custom")
@@ -132,7 +132,7 @@ def _detect_blocks(model: nn.Module, modules: dict[str, nn.Module]) -> Match:
     keep = set(outermost(m.blocks_path for m in found))
     matches = [m for m in found if m.blocks_path in keep]
     if len(matches) > 1:
-        matches = [m for m in matches if m.family in FAMILIES] or matches
+        matches = [m for m in matches if get_family(m.family)] or matches
     name = type(model).__name__
     if not matches:
         raise UserError(

@@ -179,7 +179,7 @@ class Loop:
         if frozen_units is None:
             return
         apply_frozen(self.model, frozen_parameters(self.units, self.spec, frozen_units))
-        set_train_modes(self.model, self.units, frozen_units, True)
+        set_train_modes(self.model, self.units, frozen_units, True, self.spec.train_bn)
         # under DDP, a new wrapper over the new trainable set (same step on every rank)
         self.runner = distributed.wrap(self.model, self.dist)
         if self.caches.train is not None:
@@ -225,7 +225,7 @@ class Loop:
         s.train_time += self.objective.prepare()  # e.g. the teacher's one pass (not on resume)
         for epoch in range(start_epoch, t.epochs):
             set_epoch(loader, epoch)  # a new, reproducible order every epoch
-            set_train_modes(self.model, self.units, self.frozen_units, True)
+            set_train_modes(self.model, self.units, self.frozen_units, True, self.spec.train_bn)
             skip = start_batch if epoch == start_epoch else 0
             started, running = time.perf_counter(), 0.0
             for i, batch in enumerate(loader):
@@ -342,7 +342,7 @@ class Loop:
         s, started = self.state, time.perf_counter()
         metrics = self.evaluate(self.frozen_units)
         s.eval_time += time.perf_counter() - started
-        set_train_modes(self.model, self.units, self.frozen_units, True)
+        set_train_modes(self.model, self.units, self.frozen_units, True, self.spec.train_bn)
         record = {
             "event": "eval",
             "step": s.step,
@@ -358,10 +358,13 @@ class Loop:
             s.best_weights = self.snapshot()
 
     def snapshot(self) -> dict[str, torch.Tensor]:
-        """A copy of every parameter that may train (what the best checkpoint needs).
+        """A copy of every parameter that may train and of every buffer (what the best
+        checkpoint needs).
 
         Frozen tensors never change, so the trainable ones are all a best checkpoint needs;
         under a schedule "trainable" varies, so keep every parameter that ever could train.
+        Buffers (BatchNorm's running statistics) change in trainable units without a gradient.
         """
         params = {n for g in self.optimizer.param_groups for n in g["names"]}
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if n in params}
+        kept = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in params}
+        return {**kept, **{n: b.detach().clone() for n, b in self.model.named_buffers()}}

@@ -15,7 +15,7 @@ import torch
 
 from freezetune.classifier import POOLINGS, FreezetuneConfig, FreezetuneForSequenceClassification
 from freezetune.errors import UserError
-from freezetune.families import get_family
+from freezetune.families import get_family, is_image_config
 
 __all__ = ["ALIASES", "LoadedModel", "default_pooling", "load_model", "resolve_model_path"]
 
@@ -115,6 +115,11 @@ def load_model(
         raise UserError(
             f"{name} is a freezetune output; fine-tune its base model instead "
             f"({getattr(config.encoder, '_name_or_path', 'the original model')})"
+        )
+    if is_image_config(config):
+        raise UserError(
+            f"{name} is an image model ({config.model_type}) and this is a text task; pass a "
+            "text model (--model minilm-l6, or a hub id), or an image task (--task fashion-mnist)"
         )
     how = pooling or default_pooling(path, config.model_type)
     if how not in POOLINGS:

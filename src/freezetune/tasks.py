@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from freezetune import hub
 from freezetune.errors import UserError
@@ -32,6 +32,7 @@ __all__ = [
     "TaskInfo",
     "load_configured",
     "load_task",
+    "take_subset",
 ]
 
 
@@ -115,6 +116,7 @@ GLUE_TASKS: dict[str, GlueSpec] = {
 """The GLUE tasks by lower-case name without dashes (``sst2``, ``stsb``, ...)."""
 
 _Splits = tuple[TaskInfo, list[Example], list[Example]]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- tables into examples
@@ -264,10 +266,8 @@ def _load_hub(
     return _own_task(name, (train, validation), text_columns, label_column, regression, train.path)
 
 
-def _subset(
-    examples: list[Example], limit: int | None, rng: random.Random, flag: str
-) -> list[Example]:
-    """A seeded random subset of `limit` examples, kept in file order."""
+def take_subset(examples: list[T], limit: int | None, rng: random.Random, flag: str) -> list[T]:
+    """A seeded random subset of `limit` examples (text or images), kept in file order."""
     if limit is None or limit >= len(examples):
         return examples
     if limit < 1:
@@ -320,9 +320,9 @@ def load_task(
             f"unknown task '{task}'; choose one of: {', '.join(GLUE_TASKS)}, "
             "or pass your own files with --train and --validation"
         )
-    train = _subset(train, max_train_samples, random.Random(seed), "--max-train-samples")
+    train = take_subset(train, max_train_samples, random.Random(seed), "--max-train-samples")
     rng = random.Random(f"validation-{seed}")  # its own stream: independent of the train subset
-    validation = _subset(validation, max_eval_samples, rng, "--max-eval-samples")
+    validation = take_subset(validation, max_eval_samples, rng, "--max-eval-samples")
     for split, examples in (("train", train), ("validation", validation)):
         if not examples:
             raise UserError(f"the {split} split of task '{info.name}' is empty; give it examples")

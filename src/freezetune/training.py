@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from freezetune import distributed
-from freezetune.batching import Collator, make_loader, rank_share_loader, tokenize
+from freezetune.batching import make_loader, rank_share_loader
 from freezetune.caching import Caches, caches_prefix, make_caches
 from freezetune.config import RunConfig
 from freezetune.distill.run import check_teacher, cut_student, make_objective
@@ -37,14 +37,15 @@ from freezetune.freezing.lora import add_lora, merge_lora
 from freezetune.freezing.policies import Policy, make_policy
 from freezetune.inference import measure_inference
 from freezetune.loop import Loop
-from freezetune.models import LoadedModel, load_model
+from freezetune.modality import MODALITIES, Collate, Modality, modality_of
+from freezetune.models import LoadedModel
 from freezetune.objectives import Objective
 from freezetune.observers import check_reporters, make_observers
 from freezetune.optim import build_optimizer
 from freezetune.records import RunResult, atomic_write_json, peak_rss_mb, provenance
 from freezetune.rundir import check_out_dir, resume_config, start_outputs, start_record
 from freezetune.scoring import evaluate_model
-from freezetune.tasks import TaskData, load_configured
+from freezetune.tasks import TaskData
 from freezetune.units import Units, count_params, split_units
 
 __all__ = ["RunResult", "Setup", "prepare", "resume", "resume_config", "train", "train_or_resume"]
@@ -65,6 +66,7 @@ class Setup:
     units: Units
     out: Path
     teacher: Teacher | None = None  # distillation's finished run, checked
+    modality: Modality = MODALITIES["text"]  # what it reads: text or images
 
     @property
     def frozen(self) -> frozenset[str]:
@@ -86,16 +88,10 @@ def prepare(config: RunConfig, resume: bool = False) -> Setup:
     spec = parse_freeze(config.freeze)
     out = check_out_dir(config, resume)
     check_reporters((config.train.report_to,))
-    data = load_configured(config)
+    modality = modality_of(config)  # text or images: the only place a run asks
+    data = modality.load_data(config)
     set_seed(config.train.seed)  # the head's initialisation depends on it
-    loaded = load_model(
-        config.model.name,
-        num_labels=data.task.num_labels,
-        labels=data.task.labels,
-        pooling=config.model.pooling,
-        classifier_dropout=config.model.classifier_dropout,
-        trust_remote_code=config.model.trust_remote_code,
-    )
+    loaded = modality.load_model(config, data.task)
     cut_student(config, loaded.model)  # --student-layers: before LoRA and the unit split
     teacher = check_teacher(config, data, loaded.tokenizer)
     model: nn.Module = loaded.model
@@ -105,7 +101,7 @@ def prepare(config: RunConfig, resume: bool = False) -> Setup:
         model, blocks_path=config.model.blocks_path, embeddings_paths=config.model.embeddings_paths
     )
     spec.frozen_units(units.num_blocks)  # validates bottom:K / top:K against the model
-    return Setup(config, spec, data, loaded, model, units, out, teacher)
+    return Setup(config, spec, data, loaded, model, units, out, teacher, modality)
 
 
 def _on_signals(loop: Loop) -> Any:
@@ -158,22 +154,24 @@ class _Batches:
     validation: list[dict]
     train_loader: DataLoader
     eval_loader: DataLoader
-    collate: Collator
+    collate: Collate  # the dev set's (no augmentation): also the teacher's and inference's
 
 
 def _batches(setup: Setup, model: nn.Module, d: Dist) -> _Batches:
-    """Tokenize once (dynamic padding per batch happens in the collator). Under DDP each rank
-    takes its slice of every global batch (a fixed shard when it caches) and of the dev set."""
-    config, t, tokenizer = setup.config, setup.config.train, setup.loaded.tokenizer
-    collate = Collator.for_task(tokenizer, setup.data.task)
-    train_features = tokenize(setup.data.train, tokenizer, max_length=config.data.max_length)
-    eval_features = tokenize(setup.data.validation, tokenizer, max_length=config.data.max_length)
+    """Featurize once (tokens; images stay uint8 and are resized per batch by the collator).
+    Under DDP each rank takes its slice of every global batch (a fixed shard when it caches)
+    and of the dev set."""
+    config, t, m, loaded = setup.config, setup.config.train, setup.modality, setup.loaded
+    task = setup.data.task
+    collate = m.collator(loaded, task, config, train=False)
+    train_features = m.features(loaded, config, setup.data.train)
+    eval_features = m.features(loaded, config, setup.data.validation)
     train_loader = make_loader(
         train_features,
         batch_size=t.batch_size,
         shuffle=True,
         seed=t.seed,
-        collate=collate,
+        collate=m.collator(loaded, task, config, train=True),
         group_by_length=config.data.group_by_length,
         rank=d.rank,
         world=d.world,
@@ -196,7 +194,7 @@ def _run(setup: Setup, resume: bool) -> RunResult:
     if t.threads:
         torch.set_num_threads(t.threads)
     device = distributed.device(d)
-    model = setup.model.to(device)
+    model = distributed.sync_batchnorm(setup.model.to(device), device, d)
     data = _batches(setup, model, d)
     # the optimizer holds every parameter that may ever train; the policy decides when
     optimizer = build_optimizer(model, setup.units, setup.spec, config.optim)
@@ -208,7 +206,7 @@ def _run(setup: Setup, resume: bool) -> RunResult:
     latest = start_outputs(setup.out, config, resume, total_steps, d)
     # frozen prefixes run once: their outputs are cached per example (RAM or a file)
     splits = {"train": data.train, "validation": data.validation}
-    caches = make_caches(model, setup.units, t, setup.out, splits)
+    caches = make_caches(model, setup.units, setup.spec, t, setup.out, splits)
     objective = make_objective(
         config, setup.teacher, setup.data, data.train, data.collate, device, d
     )
@@ -311,9 +309,9 @@ def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResu
     """Restore the best weights, save the model, time it and write ``result.json``."""
     model, s = loop.model, loop.state
     with torch.no_grad():
-        params = dict(model.named_parameters())
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         for name, value in s.best_weights.items():
-            params[name].copy_(value)
+            tensors[name].copy_(value)
     trainable, total = count_params(model)
     policy_state = loop.policy.state_dict()
     main = loop.dist.is_main  # replicas are identical: rank 0 writes for all of them

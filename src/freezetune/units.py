@@ -81,6 +81,7 @@ class Units:
     blocks_path: str  # qualified name of the nn.ModuleList holding the blocks
     shared_blocks: bool = False  # True for ALBERT: one block is applied several times
     note: str = ""  # plain-language remark on what freezing means for this model
+    norms: tuple[str, ...] = ()  # qualified names of the BatchNorm layers (``train-bn``)
 
     @property
     def num_blocks(self) -> int:
@@ -91,6 +92,11 @@ class Units:
     def names(self) -> tuple[str, ...]:
         """Unit names in order: ``("embeddings", "block.0", ..., "head")``."""
         return tuple(unit.name for unit in self.units)
+
+    def norm_params(self, units: int | None = None) -> frozenset[str]:
+        """Parameters of the BatchNorm layers in the first ``units`` units (default: all)."""
+        owned = {name for unit in self.units[:units] for name in unit.params}
+        return frozenset(name for name in owned if name.rpartition(".")[0] in self.norms)
 
     def param_count(self, model: nn.Module) -> list[int]:
         """Number of parameter elements in each unit, in unit order."""
@@ -214,7 +220,10 @@ def split_units(
     shared_blocks = bool(match.layout and match.layout.shared_blocks)
     layers = _num_layers(modules, match, len(blocks))
     note = _note(shared_blocks, len(blocks), layers, shared, blocks[0][1:])
-    return Units(units, match.family, match.blocks_path, shared_blocks, note)
+    norms = tuple(
+        name for name, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    )
+    return Units(units, match.family, match.blocks_path, shared_blocks, note, norms)
 
 
 # --------------------------------------------------------------------------- counting

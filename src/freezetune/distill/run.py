@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from freezetune.batching import Collator, rank_share_loader
+from freezetune.batching import rank_share_loader
 from freezetune.config import RunConfig
 from freezetune.distill.loss import Distillation
 from freezetune.distill.student import cut_blocks, pick_blocks
@@ -54,7 +55,7 @@ def make_objective(
     teacher: Teacher | None,
     data: TaskData,
     features: list[dict],
-    collate: Collator,
+    collate: Callable[..., dict[str, Any]],
     device: torch.device,
     d: Dist,
 ) -> Objective:

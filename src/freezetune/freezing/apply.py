@@ -21,7 +21,7 @@ def frozen_parameters(
     (default: what the static spec freezes). Pure: works on names, touches no tensor.
 
     The head never freezes: it is new and must learn the task. With LoRA, every weight
-    outside the adapters freezes.
+    outside the adapters freezes. With ``train-bn``, BatchNorm parameters never freeze.
     """
     if frozen_units is None:
         frozen_units = spec.frozen_units(units.num_blocks)
@@ -35,6 +35,8 @@ def frozen_parameters(
                 frozen.add(name)
             if spec.lora is not None and "lora_" not in name:
                 frozen.add(name)
+    if spec.train_bn:
+        frozen -= units.norm_params()
     return frozenset(frozen - set(units.units[-1].params))
 
 
@@ -50,16 +52,25 @@ def apply_frozen(model: nn.Module, frozen: Iterable[str]) -> None:
             param.grad = None
 
 
-def set_train_modes(model: nn.Module, units: Units, frozen_units: int, training: bool) -> None:
+def set_train_modes(
+    model: nn.Module, units: Units, frozen_units: int, training: bool, train_bn: bool = False
+) -> None:
     """``model.train(training)``, but frozen leading units always run in ``eval()``.
 
-    A frozen unit must be a fixed function (no dropout): that is what makes its outputs
-    cacheable and its weights meaningfully "unchanged".
+    A frozen unit must be a fixed function (no dropout, no drop-connect, BatchNorm on its
+    running statistics, which then stay bit-identical: Keras's rule): that is what makes its
+    outputs cacheable and its weights meaningfully "unchanged". ``train_bn`` (fastai's rule)
+    keeps the BatchNorm layers of frozen units in ``training`` mode instead.
     """
     model.train(training)
     for unit in units.units[:frozen_units]:
         for module_name in unit.modules:
             model.get_submodule(module_name).eval()
+    if train_bn and training:
+        frozen = [m for unit in units.units[:frozen_units] for m in unit.modules]
+        for norm in units.norms:
+            if any(norm == m or norm.startswith(m + ".") for m in frozen):
+                model.get_submodule(norm).train()
 
 
 def _static(spec: str | FreezeSpec) -> FreezeSpec:
@@ -114,5 +125,5 @@ def freeze(
     units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
     frozen_units = parsed.frozen_units(units.num_blocks)
     apply_frozen(model, frozen_parameters(units, parsed, frozen_units))
-    set_train_modes(model, units, frozen_units, model.training)
+    set_train_modes(model, units, frozen_units, model.training, parsed.train_bn)
     return units

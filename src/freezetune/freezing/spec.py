@@ -11,8 +11,12 @@ Grammar: components joined by ``+``; ``pattern:REGEX`` must come last (its regex
     static:    full | head | embeddings | bottom:K | top:K | bitfit | pattern:REGEX
     schedules: two-phase[:epochs=1,to=K,scale=1,head_scale=10] | gradual[:epochs=1|steps=N,stlr]
                progressive[:freezeout|linear,t0=0.8,start=0.5,level=1] | autofreeze[:n=10,p=50]
-    modifiers: llrd:DECAY | lora[:r=8,alpha=16,dropout=0.1,targets=query|value]
-    e.g.  bottom:3+bitfit    autofreeze+llrd:0.9    bottom:2+lora:r=4
+    modifiers: llrd:DECAY | lora[:r=8,alpha=16,dropout=0.1,targets=query|value] | train-bn
+    e.g.  bottom:3+bitfit    autofreeze+llrd:0.9    bottom:2+lora:r=4    bottom:5+train-bn
+
+``train-bn`` is fastai's ``train_bn``: the BatchNorm layers of frozen units keep training
+(their affine parameters and running statistics). Without it, Keras's rule: a frozen unit's
+BatchNorm runs in inference mode and stays bit-identical.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ __all__ = ["SCHEDULES", "SPEC_HELP", "FreezeSpec", "parse_freeze"]
 
 SPEC_HELP = (
     "full, head, embeddings, bottom:K, top:K, bitfit, pattern:REGEX, two-phase, gradual, "
-    "progressive, autofreeze, lora, llrd:DECAY, joined with '+' (e.g. bottom:3+bitfit)"
+    "progressive, autofreeze, lora, llrd:DECAY, train-bn, joined with '+' (e.g. bottom:3+bitfit)"
 )
 
 #: schedule -> (positional option name, {option: type})
@@ -64,6 +68,7 @@ class FreezeSpec:
     schedule_options: Options = ()
     llrd: float | None = None  # layer-wise LR decay per unit below the head
     lora: Options | None = None  # LoRA adapters (PEFT); the wrapped weights freeze
+    train_bn: bool = False  # BatchNorm of frozen units keeps training (fastai's train_bn)
 
     def option(self, key: str, default: object) -> object:
         return dict(self.schedule_options).get(key, default)
@@ -141,6 +146,8 @@ def _parse_part(part: str, fields: dict) -> None:
         fields["top"] = _count(part, value)
     elif name == "bitfit" and not value:
         fields["bitfit"] = True
+    elif name == "train-bn" and not value:
+        fields["train_bn"] = True
     elif name in SCHEDULES:
         if fields["schedule"]:
             raise UserError(f"--freeze takes one schedule, got {fields['schedule']} and {name}")
@@ -163,7 +170,7 @@ def parse_freeze(text: str) -> FreezeSpec:
 
     >>> parse_freeze("bottom:2+bitfit")
     FreezeSpec(text='bottom:2+bitfit', prefix=3, top=None, head_only=False, bitfit=True, \
-patterns=(), schedule=None, schedule_options=(), llrd=None, lora=None)
+patterns=(), schedule=None, schedule_options=(), llrd=None, lora=None, train_bn=False)
     >>> parse_freeze("autofreeze:n=20+llrd:0.9").schedule_options
     (('n', 20),)
     """
@@ -183,6 +190,7 @@ patterns=(), schedule=None, schedule_options=(), llrd=None, lora=None)
         "schedule_options": (),
         "llrd": None,
         "lora": None,
+        "train_bn": False,
     }
     for part in parts:
         _parse_part(part, fields)

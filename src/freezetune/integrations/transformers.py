@@ -287,7 +287,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         run = self._run
         assert run is not None
         apply_frozen(run.model, frozen_parameters(run.units, self.spec, frozen))
-        set_train_modes(run.model, run.units, frozen, run.model.training)
+        set_train_modes(run.model, run.units, frozen, run.model.training, self.spec.train_bn)
 
     def _keep_frozen_in_eval(self, model: nn.Module, inputs: Any) -> None:
         # Trainer calls model.train() before every micro-batch (training_step), and only the
@@ -296,7 +296,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         # model.train(), so set_train_modes' own model.train() changes nothing else.
         run, frozen = self._run, self.frozen_units
         if run is not None and frozen and model.training:
-            set_train_modes(model, run.units, frozen, True)
+            set_train_modes(model, run.units, frozen, True, self.spec.train_bn)
 
     def _restore(self, args: Any, state: Any) -> None:
         """Continue a resumed run where its checkpoint left off; start afresh otherwise."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from freezetune.config import apply_overrides, copy_data, load_yaml
@@ -76,8 +77,21 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
-    """The ``freezetune report`` arguments."""
-    p.add_argument("folder", help="a study folder, e.g. runs/default")
+    """The ``freezetune report`` arguments: one study folder, or several to contrast."""
+    p.add_argument(
+        "folders",
+        nargs="+",
+        metavar="folder",
+        help="a study folder, e.g. runs/default; two or more: a contrast report of them "
+        "(e.g. an image study and a text study)",
+    )
+    p.add_argument(
+        "--out",
+        help="contrast report folder (default: next to the first study, contrast-NAME1-NAME2)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the contrast report files in --out"
+    )
 
 
 def _base(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -180,10 +194,37 @@ def duration(seconds: float) -> str:
     return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
 
 
+def _contrast_out(args: argparse.Namespace) -> Path:
+    """Where a contrast report goes; an existing non-empty folder only with --overwrite."""
+    folders = [Path(f) for f in args.folders]
+    names = "-".join(f.resolve().name for f in folders)
+    out = Path(args.out) if args.out else folders[0].resolve().parent / f"contrast-{names}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(
+            f"{out} already exists and is not empty; pass --overwrite to replace its contrast "
+            "report, or choose another --out"
+        )
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from freezetune.report import write_report
 
-    written = write_report(args.folder)
+    if len(args.folders) > 1:
+        from freezetune.report.contrast import contrast
+
+        found = contrast([Path(f) for f in args.folders], _contrast_out(args))
+        print(f"wrote {', '.join(str(path) for path in found.files)}")
+        print("\n".join([*(side.sentence for side in found.sides), found.closing]))
+        return 0
+    if args.out is not None or args.overwrite:
+        raise UserError(
+            "--out and --overwrite are for a contrast report of two or more study folders; "
+            "a single study's report is always written into its own folder"
+        )
+    written = write_report(args.folders[0])
     print(f"wrote {written.html}, {written.markdown}, {written.csv} and {len(written.plots)} plots")
     print(written.headline)
     return 0

@@ -68,6 +68,13 @@ NEUTRAL: dict[tuple[str, ...], Any] = {("train", "save_every"): None}
 #: the distill section of a run that does not distil (left out of its identity)
 DISTILL_DEFAULTS = dataclasses.asdict(DistillConfig())
 
+#: Keys added after studies were first stored: left out of a run's identity while at these
+#: defaults, so the runs stored before them keep their ids.
+ADDED_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("data", "image_size"): 96,
+    ("data", "augment"): False,
+}
+
 #: Short names for the settings that labels mention most.
 SHORT_KEYS: dict[str, str] = {
     "optim.lr": "lr",
@@ -162,6 +169,9 @@ def _identity(config: RunConfig) -> dict[str, Any]:
         data[path[0]][path[1]] = value
     if data.get("distill") == DISTILL_DEFAULTS:  # runs from before distillation keep their ids
         data.pop("distill")
+    for (section, key), default in ADDED_DEFAULTS.items():
+        if data[section].get(key) == default:
+            data[section].pop(key)
     return data
 
 

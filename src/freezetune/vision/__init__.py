@@ -1,0 +1,1 @@
+"""Images as a second modality: EfficientNet-Lite0, Fashion-MNIST and class-per-folder images."""
