@@ -307,8 +307,10 @@ def test_a_task_that_cannot_see_the_study_folder_stops_the_study(
         return SharedFolder(str(folder / "not-here"), shared.token, shared.notes, shared.cwd)
 
     monkeypatch.setattr(ray_cluster, "_share", elsewhere)
+    # one run at a time: two runs failing at once would end while the study cancels them
+    one_at_a_time = ray_cluster.RayExecutor(resources={"cpu": 2})
     with pytest.raises(UserError, match=r"does not see the study folder .* \(its .* is missing"):
-        run_study(tiny_spec(tiny_bert, "unshared"), tmp_path, executor="ray", report=False)
+        run_study(tiny_spec(tiny_bert, "unshared"), tmp_path, executor=one_at_a_time, report=False)
     rows = rows_of(tmp_path / "unshared")
     assert rows and {r["status"] for r in rows} == {"running"}  # continued by the next call
     assert not any((tmp_path / "unshared" / "runs").glob("*/result.json"))

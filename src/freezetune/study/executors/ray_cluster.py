@@ -286,8 +286,7 @@ class RayExecutor:
                 for run in flight.values():
                     _show_place(run, shared, ledger)
         finally:
-            for ref in flight:  # interrupted or stopped: the cluster stops them too
-                ray.cancel(ref, force=True)
+            _cancel_unfinished(ray, list(flight))
 
     def _outcome(self, ray: Any, ref: Any) -> RunOutcome:
         try:
@@ -325,3 +324,15 @@ def _show_place(run: PlannedRun, shared: SharedFolder, ledger: Ledger) -> None:
         return  # not started yet (or mid-write)
     step = note.get("resumed_from")
     ledger.placed(run, str(note.get("ip")) + (f" from step {step}" if step else ""))
+
+
+def _cancel_unfinished(ray: Any, refs: list[Any]) -> None:
+    """Interrupted or stopped: the cluster stops the runs still going. A task that has already
+    ended is left alone: Ray 2.60 aborts the driver when a cancel meets the reply of a task
+    that is just ending (``... task that was not pending``, the race of ray-project/ray
+    #54846), so this narrows that window to the moment between the check and the cancel."""
+    if not refs:
+        return
+    _, going = ray.wait(refs, num_returns=len(refs), timeout=0)
+    for ref in going:
+        ray.cancel(ref, force=True)
