@@ -144,6 +144,28 @@ def test_the_folklore_holds_or_not_as_the_data_says(tmp_path):
     )
 
 
+def test_a_noisy_mean_does_not_hide_a_strategy_that_clearly_helps(tmp_path):
+    # head has the higher mean (105 vs 104) but a CI across 100; bottom:3's lies above 100
+    noisy = grid(IMAGE, 500, 0.80, WALLS, {"bottom:3": (9950, [103, 104, 105], [90, 90, 90]),
+                                           "head": (100, [90, 100, 125], [10, 10, 10])})  # fmt: skip
+    found = contrast(
+        [study(tmp_path / "noisy", noisy, 0.10), study(tmp_path / "sst2", TEXTS, 0.51)],
+        tmp_path / "out",
+    )
+    side = found.sides[0]
+    assert side.verdict == "helps" and side.best is point(side, "bottom:3")
+    head = point(side, "head").quality
+    half = T2 * float(stats.tstd([90, 100, 125])) / math.sqrt(3)
+    assert (head.mean, head.low, head.high) == pytest.approx((105, 105 - half, 105 + half))
+    assert side.sentence == (
+        "Images (fashion-mnist / effnet-lite0, 500 training examples): the best frozen strategy, "
+        "bottom:3 (0.5% of parameters frozen), reaches 104.0% of full fine-tuning (95% CI "
+        f"101.5-106.5, 3 seeds) in 0.90x its wall time: freezing helps here; the deepest freeze "
+        f"not measurably below full is head (99.0% of parameters frozen, 105.0%, 95% CI "
+        f"{head.low:.1f}-{head.high:.1f})."
+    )
+
+
 def test_a_side_whose_full_fine_tuning_does_not_beat_its_baseline_cannot_answer(tmp_path):
     flat = grid(IMAGE, 500, 0.10, WALLS, {"bottom:5": (2000, [104, 105, 106], WALLS)})
     found = contrast(

@@ -5,10 +5,13 @@ Each study, at each training-set size, is a *side*. Per strategy it shows the fr
 parameters frozen (``1 - trainable_params / total_params`` as the run's result records it: for
 a schedule, at the end of training), its main metric as % of the same study's full fine-tuning
 at the same size and seed, and its wall time over full's (paired by seed: mean and 95%
-Student-t CI over seeds). A side's verdict is that of its best frozen strategy (by mean % of
-full): "helps" when the CI is above 100, "hurts" when below, else "costs nothing measurable";
-a side whose full fine-tuning does not clear the trivial baseline (:func:`rules.signal`)
-cannot answer, and with one seed no CI can be given. The closing line weighs the sides.
+Student-t CI over seeds). A side's verdict: "helps" when some frozen strategy's CI lies above
+100 (named: the one with the highest lower end), "hurts" when every one's lies below (named:
+the highest mean), else "costs nothing measurable" (named: the highest mean among those whose
+CI reaches 100). The intervals are not corrected for the number of strategies tried. The
+sentence also names the deepest freeze not measurably below full. A side whose full
+fine-tuning does not clear the trivial baseline (:func:`rules.signal`) cannot answer, and with
+one seed no CI can be given. The closing line weighs the sides.
 
 >>> _verdict(Estimate(103.1, 100.4, 105.8, 3)), _verdict(Estimate(99.0, 95.0, 101.0, 3))
 ('helps', 'costs nothing measurable')
@@ -142,6 +145,40 @@ def _verdict(quality: Estimate) -> str:
     return "hurts" if quality.high < 100 else "costs nothing measurable"
 
 
+def _best(frozen: list[Point]) -> tuple[Point | None, str]:
+    """The side's named frozen strategy and its verdict (the module's rule): choosing by the
+    mean alone would let the noisiest strategy hide one whose whole CI is above full's."""
+    sized = [p for p in frozen if p.quality.n >= 2]
+    if not sized:
+        best = max(frozen, key=lambda p: p.quality.mean, default=None)
+        return best, "nothing frozen" if best is None else "one seed"
+    helping = [p for p in sized if p.quality.low > 100]
+    if helping:
+        return max(helping, key=lambda p: p.quality.low), "helps"
+    reaching = [p for p in sized if p.quality.high >= 100] or sized
+    best = max(reaching, key=lambda p: p.quality.mean)
+    return best, _verdict(best.quality)
+
+
+def _deepest(side: Side) -> str:
+    """ ", the deepest freeze not measurably below full: ..." when it is not the named one."""
+    fine = [p for p in side.points[1:] if p.quality.n >= 2 and p.quality.high >= 100]
+    deepest = max(fine, key=lambda p: (p.frozen or 0.0, p.quality.mean), default=None)
+    if deepest is None or deepest is side.best:
+        return ""
+    q = deepest.quality
+    return (f"; the deepest freeze not measurably below full is {deepest.strategy} "
+            f"({_share(deepest.frozen)} of parameters frozen, {q.mean:.1f}%, 95% CI "
+            f"{q.low:.1f}-{q.high:.1f})")  # fmt: skip
+
+
+def _share(fraction: float | None) -> str:
+    """A fraction of parameters: "an unrecorded share", "0.5%", "80%", "99.6%"."""
+    if fraction is None:
+        return "an unrecorded share"
+    return f"{fraction:.0%}" if 0.1 <= fraction <= 0.9 else f"{fraction:.1%}"
+
+
 def _size(size: int | None) -> str:
     return f"{size:,} training examples" if size else "the whole training split"
 
@@ -159,15 +196,14 @@ def _sentence(side: Side, floor: str) -> str:
     if best is None:
         return f"{head}: only full fine-tuning succeeded; no frozen strategy to compare{unknown}."
     end = " at the end of training" if best.schedule else ""
-    frozen = "an unrecorded share" if best.frozen is None else f"{best.frozen:.0%}"
     q, w = best.quality, best.wall
-    reached = (f"the best frozen strategy, {best.strategy} ({frozen} of parameters frozen{end}), "
-               f"reaches {q.mean:.1f}% of full fine-tuning")  # fmt: skip
+    reached = (f"the best frozen strategy, {best.strategy} ({_share(best.frozen)} of parameters "
+               f"frozen{end}), reaches {q.mean:.1f}% of full fine-tuning")  # fmt: skip
     if q.n < 2:
         return f"{head}: {reached} with one seed: no CI can be given, so no verdict{unknown}."
     time = f" in {w.mean:.2f}x its wall time" if w.n else ""
     return (f"{head}: {reached} (95% CI {q.low:.1f}-{q.high:.1f}, {q.n} seeds){time}: "
-            f"freezing {side.verdict} here{unknown}.")  # fmt: skip
+            f"freezing {side.verdict} here{_deepest(side)}{unknown}.")  # fmt: skip
 
 
 def _side(study: str, rows: list[RunRow], baselines: dict, size: int | None) -> Side:
@@ -185,10 +221,8 @@ def _side(study: str, rows: list[RunRow], baselines: dict, size: int | None) -> 
     lr = dict(ref.context).get("optim.lr")
     fulls = [r for r in rows if r.strategy == ref.strategy and lr in (None, r.lr)]
     points = _points(rows, fulls, metric)
-    frozen = [p for p in points[1:] if p.quality.n and p.frozen != 0]
-    best = max(frozen, key=lambda p: p.quality.mean, default=None)
-    verdict = ("no signal" if not sig.clear else "nothing frozen" if best is None
-               else "one seed" if best.quality.n < 2 else _verdict(best.quality))  # fmt: skip
+    best, verdict = _best([p for p in points[1:] if p.quality.n and p.frozen != 0])
+    verdict = verdict if sig.clear else "no signal"
     side = Side(study, label, modality, size, metric, sig, points, best, verdict, "")
     shown = (
         f"the trivial baseline ({floor.describe}) scores {100 * floor.value:.1f}" if floor else ""

@@ -47,9 +47,10 @@ NOTE = (
     "(a schedule, marked 'end': at the end of training). % of full = the main metric (best dev "
     "evaluation) / full fine-tuning's, same seed and training-set size; wall time / full: "
     "training + evaluation time, same pairing. Means over the paired seeds, 95% Student-t "
-    "intervals. A side's verdict is its best frozen strategy's (by mean % of full; those that "
-    "freeze nothing do not count): helps if the CI is above 100%, hurts if below, else costs "
-    f"nothing measurable. {SIGNAL_RULE} A side below that cannot answer."
+    "intervals. A side's verdict (strategies that freeze nothing do not count): helps if some "
+    "frozen strategy's CI is above 100%, hurts if every one's is below, else costs nothing "
+    "measurable; the intervals are not corrected for the number of strategies tried. "
+    f"{SIGNAL_RULE} A side below that cannot answer."
 )
 
 
