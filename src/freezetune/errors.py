@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "first_line"]
 
 
 class UserError(ValueError):
@@ -13,3 +13,14 @@ class UserError(ValueError):
     ...
     freezetune.errors.UserError: unknown task 'sst3'; choose one of: sst2, mrpc
     """
+
+
+def first_line(err: BaseException) -> str:
+    """What to quote of an error inside a one-line message: its first non-blank line, else
+    its type's name.
+
+    >>> first_line(OSError("no such file\\nmore")), first_line(EOFError())
+    ('no such file', 'EOFError')
+    """
+    text = str(err).strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from freezetune.classifier import POOLINGS, FreezetuneConfig, FreezetuneForSequenceClassification
-from freezetune.errors import UserError
+from freezetune.errors import UserError, first_line
 from freezetune.families import get_family, is_image_config
 
 __all__ = ["ALIASES", "LoadedModel", "default_pooling", "load_model", "resolve_model_path"]
@@ -81,14 +81,16 @@ def default_pooling(path: str, model_type: str) -> str:
     return family.pooling if family is not None else "cls"
 
 
-def _load_auto(loader: Any, path: str, **kwargs: Any) -> Any:
+def load_pretrained(
+    loader: Any, path: str, *, kind: str = "model", aliases: Any = ALIASES, **kwargs: Any
+) -> Any:
+    """``loader.from_pretrained(path, **kwargs)``, any failure one line naming the fixes."""
     try:
         return loader.from_pretrained(path, **kwargs)
     except Exception as err:  # corrupt weights raise SafetensorError, missing files OSError, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
-            f"cannot load model {path!r} ({first}); pass a local folder, an alias "
-            f"({', '.join(ALIASES)}), or a hub id with internet access"
+            f"cannot load {kind} {path!r} ({first_line(err)}); pass a local folder, an alias "
+            f"({', '.join(aliases)}), or a hub id with internet access"
         ) from None
 
 
@@ -110,7 +112,7 @@ def load_model(
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = resolve_model_path(name)
-    config = _load_auto(AutoConfig, path, trust_remote_code=trust_remote_code)
+    config = load_pretrained(AutoConfig, path, trust_remote_code=trust_remote_code)
     if isinstance(config, FreezetuneConfig):
         raise UserError(
             f"{name} is a freezetune output; fine-tune its base model instead "
@@ -124,10 +126,12 @@ def load_model(
     how = pooling or default_pooling(path, config.model_type)
     if how not in POOLINGS:
         raise UserError(f"unknown pooling {how!r}; choose one of: {', '.join(POOLINGS)}")
-    encoder = _load_auto(AutoModel, path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    encoder = load_pretrained(
+        AutoModel, path, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
     if how == "pooler" and getattr(encoder, "pooler", None) is None:
         raise UserError(f"{name} has no pooler layer; pass --pooling cls, mean or last")
-    tokenizer = _load_auto(AutoTokenizer, path, trust_remote_code=trust_remote_code)
+    tokenizer = load_pretrained(AutoTokenizer, path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:  # GPT-2/Llama tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
     encoder.config.pad_token_id = tokenizer.pad_token_id

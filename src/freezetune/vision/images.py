@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from freezetune.errors import UserError
+from freezetune.errors import UserError, first_line
 from freezetune.tasks import TaskInfo
 
 __all__ = [
@@ -105,8 +105,7 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:  # missing, unreadable, truncated gzip
-        why = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"cannot read {path} ({why}); {fix}") from None
+        raise UserError(f"cannot read {path} ({first_line(err)}); {fix}") from None
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
@@ -254,8 +253,9 @@ def _read_image(path: Path, image_size: int) -> np.ndarray:
                 converted = converted.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(converted, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        why = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"cannot read image {path} ({why}); replace or remove the file") from None
+        raise UserError(
+            f"cannot read image {path} ({first_line(err)}); replace or remove the file"
+        ) from None
 
 
 def _read_split(

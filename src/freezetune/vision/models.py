@@ -31,7 +31,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from freezetune.errors import UserError
 from freezetune.families import hidden_size, is_image_config
-from freezetune.models import ALIASES, resolve_model_path
+from freezetune.models import ALIASES, load_pretrained, resolve_model_path
 from freezetune.vision import effnet
 from freezetune.vision.collate import IMAGENET_MEAN, IMAGENET_STD, read_normalisation
 
@@ -203,14 +203,7 @@ class LoadedImageModel:
 
 
 def _load(loader: Any, path: str, **kwargs: Any) -> Any:
-    try:
-        return loader.from_pretrained(path, **kwargs)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"cannot load image model {path!r} ({first}); pass a local folder, "
-            f"{', '.join(IMAGE_ALIASES)}, or a hub id with internet access"
-        ) from None
+    return load_pretrained(loader, path, kind="image model", aliases=IMAGE_ALIASES, **kwargs)
 
 
 def load_image_model(
