@@ -97,7 +97,7 @@ class PrefixCache:
     @property
     def path(self) -> Path | None:
         """The file the states spilled to, or None while they are in RAM."""
-        return getattr(self.store, "spilled", getattr(self.store, "path", None))
+        return self.store.spilled
 
     def _states(
         self,
@@ -161,9 +161,8 @@ class PrefixCache:
     def close(self) -> None:
         """Free the stored states; delete the spilled file (and its folder, once empty)."""
         path = self.path
-        self.store.close()
+        self.store.close()  # deletes its file
         if path is not None:
-            path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 path.parent.rmdir()
 

@@ -33,6 +33,7 @@ class States(Protocol):
     level: int  # frozen_units when the stored states were computed
     dtype: torch.dtype
     data: torch.Tensor  # the stored states (what checkpoints save)
+    spilled: Path | None  # the memory-mapped file in use, None while in RAM (close deletes it)
 
     @property
     def nbytes(self) -> int: ...
@@ -64,7 +65,7 @@ class TokenStates:
     def __init__(self, lengths: list[int], hidden: int, dtype: torch.dtype, path: Path | None):
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.offsets = torch.cumsum(torch.tensor([0, *lengths]), 0)
-        self.dtype, self.path = dtype, path
+        self.dtype, self.spilled = dtype, path
         self.data = allocate((int(self.offsets[-1]), hidden), dtype, path)
         self.filled = torch.zeros(len(lengths), dtype=torch.bool)
         self.level = 0
@@ -120,7 +121,10 @@ class TokenStates:
         self.level = level
 
     def close(self) -> None:
+        spilled, self.spilled = self.spilled, None
         self.data = torch.empty((0, 1), dtype=self.dtype)
+        if spilled is not None:
+            spilled.unlink(missing_ok=True)
 
 
 class FixedStates:
