@@ -27,11 +27,23 @@ __all__ = [
     "make_loader",
     "rank_share_loader",
     "set_epoch",
+    "token_lengths",
     "tokenize",
 ]
 
 Feature = dict[str, Any]
 """One tokenized example: input_ids, attention_mask, [token_type_ids], labels (int or float)."""
+
+
+def token_lengths(features: Sequence[Feature]) -> list[int] | None:
+    """Token counts of tokenized features; None for fixed-shape inputs (images).
+
+    >>> token_lengths([{"input_ids": [1, 2, 3]}]), token_lengths([{"pixel_values": None}])
+    ([3], None)
+    """
+    if not features or "input_ids" not in features[0]:
+        return None
+    return [len(f["input_ids"]) for f in features]
 
 
 def tokenize(
@@ -262,7 +274,7 @@ def make_loader(
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1 (got {batch_size}); pass a positive number")
-    lengths = [len(f["input_ids"]) if "input_ids" in f else 1 for f in features]  # images: 1
+    lengths = token_lengths(features) or [1] * len(features)  # images: all alike
     sampler = EpochSampler(len(features), seed, shuffle, group_by_length, lengths, batch_size)
     if world > 1:
         shards = ShardedBatches(sampler, batch_size, rank, world, fixed_shards, lengths)

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from freezetune import distributed
+from freezetune.batching import token_lengths
 from freezetune.cache import PrefixCache, check_cacheable
 from freezetune.config import TrainConfig
 from freezetune.freezing import FreezeSpec
@@ -68,11 +69,6 @@ def _why_not(model: nn.Module, units: Units, spec: FreezeSpec, train: TrainConfi
     return check_cacheable(model, units)
 
 
-def _lengths(features: list[dict]) -> list[int] | None:
-    """Token counts of tokenized features; None for fixed-shape inputs (images)."""
-    return [len(f["input_ids"]) for f in features] if "input_ids" in features[0] else None
-
-
 def make_caches(
     model: nn.Module,
     units: Units,
@@ -94,7 +90,7 @@ def make_caches(
         name: PrefixCache(
             model,
             units,
-            _lengths(features),
+            token_lengths(features),
             train.cache_dtype,
             spill=folder / f"{name}{rank}.npy",  # each rank caches its own shard
             budget_mb=train.cache_budget_mb * d.world,  # a rank fills only its share of it
