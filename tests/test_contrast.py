@@ -22,6 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeW
 
 TOTAL = 10_000
 T2 = float(stats.t.ppf(0.975, 2))  # Student's t, 3 seeds
+JOINT2 = float(stats.t.ppf(1 - 0.05 / 4, 2))  # Bonferroni-simultaneous over 2 strategies
 IMAGE = ("fashion-mnist", "effnet-lite0")
 TEXT = ("sst2", "minilm-l6")
 
@@ -70,7 +71,7 @@ IMAGES = [
 ]  # fmt: skip
 SCHEDULE = {"event": "freeze", "step": 5, "units_frozen": 3, "trainable_params": 5000}
 TEXTS = grid(TEXT, 2000, 0.90, [40.0, 50.0, 60.0], {
-    "bottom:2": (6000, [96, 97, 98], [20, 25, 30]),
+    "bottom:2": (6000, [94, 95, 96], [20, 25, 30]),
     "bottom:4": (3000, [90, 91, 92], [12, 15, 18]),
     "autofreeze": (5000, [95, 95, 95], [40, 50, 60], SCHEDULE),
 })  # fmt: skip
@@ -99,6 +100,9 @@ def test_points_are_paired_by_seed_with_student_t_intervals(pair, tmp_path):
     half = T2 / math.sqrt(3)  # std 1 (points of %) and 0.1 (wall ratio) over 3 seeds
     assert best.quality.mean == pytest.approx(105)
     assert (best.quality.low, best.quality.high) == pytest.approx((105 - half, 105 + half))
+    wide = JOINT2 / math.sqrt(3)  # the side picks from 2 frozen strategies: Bonferroni
+    assert (best.joint.low, best.joint.high) == pytest.approx((105 - wide, 105 + wide))
+    assert best.joint.mean == best.quality.mean and full.joint == full.quality
     assert best.wall.mean == pytest.approx(0.6)
     assert (best.wall.low, best.wall.high) == pytest.approx((0.6 - 0.1 * half, 0.6 + 0.1 * half))
     assert point(small, "head").frozen == pytest.approx(0.99)
@@ -116,11 +120,13 @@ def test_each_side_gets_its_verdict_and_the_closing_line_weighs_them(pair, tmp_p
     assert found.sides[0].sentence == (
         "Images (fashion-mnist / effnet-lite0, 500 training examples): the best frozen strategy, "
         "bottom:5 (80% of parameters frozen), reaches 105.0% of full fine-tuning (95% CI "
-        "102.5-107.5, 3 seeds) in 0.60x its wall time: freezing helps here."
+        "101.4-108.6, simultaneous over 2 frozen strategies; 3 seeds) in 0.60x its wall time: "
+        "freezing helps here."
     )
     assert found.sides[2].sentence.endswith(
-        "bottom:2 (40% of parameters frozen), reaches 97.0% of full fine-tuning (95% CI "
-        "94.5-99.5, 3 seeds) in 0.50x its wall time: freezing hurts here."
+        "bottom:2 (40% of parameters frozen), reaches 95.0% of full fine-tuning (95% CI "
+        "90.6-99.4, simultaneous over 3 frozen strategies; 3 seeds) in 0.50x its wall time: "
+        "freezing hurts here."
     )
     assert found.claim == "cannot tell"
     assert found.closing == (
@@ -157,12 +163,14 @@ def test_a_noisy_mean_does_not_hide_a_strategy_that_clearly_helps(tmp_path):
     head = point(side, "head").quality
     half = T2 * float(stats.tstd([90, 100, 125])) / math.sqrt(3)
     assert (head.mean, head.low, head.high) == pytest.approx((105, 105 - half, 105 + half))
+    joint, wide = point(side, "head").joint, half * JOINT2 / T2  # simultaneous over 2
+    assert (joint.low, joint.high) == pytest.approx((105 - wide, 105 + wide))
     assert side.sentence == (
         "Images (fashion-mnist / effnet-lite0, 500 training examples): the best frozen strategy, "
         "bottom:3 (0.5% of parameters frozen), reaches 104.0% of full fine-tuning (95% CI "
-        f"101.5-106.5, 3 seeds) in 0.90x its wall time: freezing helps here; the deepest freeze "
-        f"not measurably below full is head (99.0% of parameters frozen, 105.0%, 95% CI "
-        f"{head.low:.1f}-{head.high:.1f})."
+        "100.4-107.6, simultaneous over 2 frozen strategies; 3 seeds) in 0.90x its wall time: "
+        "freezing helps here; the deepest freeze not measurably below full is head (99.0% of "
+        "parameters frozen, 105.0%, 95% CI 40.4-169.6, simultaneous over 2 frozen strategies)."
     )
 
 
@@ -201,7 +209,8 @@ def test_files_are_written_and_self_contained(pair, tmp_path):
     assert found.files == tuple(out / name for name in FILES)
     md = (out / "contrast.md").read_text()
     assert found.closing in md and "## Images: fashion-mnist / effnet-lite0 (study fashion)" in md
-    assert "| 500 | bottom:5 | 80.0% | 3 | 84.0 | 105.0% | [102.5, 107.5] | 0.60x |" in md
+    assert ("| 500 | bottom:5 | 80.0% | 3 | 84.0 | 105.0% | [102.5, 107.5] | [101.4, 108.6] "
+            "| 0.60x |") in md  # fmt: skip
     assert "| 2,000 | autofreeze | 50.0% (end) | 3 |" in md
     page = (out / "contrast.html").read_text()
     assert 'src="data:image/png;base64,' in page and "http" not in page and "<link" not in page

@@ -155,7 +155,11 @@ def test_one_seed_says_the_difference_cannot_be_tested():
     rows = [row("full", 0, 0.9, 10.0), row("bottom:2", 0, 0.88, 6.0), row("bottom:4", 0, 0.82, 4.0)]
     (answer,) = answer_study(summarize(rows))
     assert "can't be tested" in " ".join(answer.sentences)
-    assert answer.indistinguishable == () and answer.deepest == "bottom:4"
+    assert answer.indistinguishable == () and answer.deepest is None  # no interval: unconfirmed
+    assert answer.deepest_point == "bottom:4" and answer.cheapest is None
+    assert ("By its point estimate, bottom:4 keeps >= 90% of full fine-tuning's accuracy (91.1% "
+            "of full), but the data cannot confirm it: with one seed there is no interval. No "
+            "freeze's 95% CI clears 90%.") in answer.headline  # fmt: skip
 
 
 def test_a_constant_metric_is_reported_as_such_not_as_a_trend():

@@ -34,13 +34,18 @@ def test_clear_signal_ranks_with_the_gain():
     summary = summarize(STUDY, floors(STUDY, 0.10))
     (answer,) = answer_study(summary)
     assert answer.signal is True and answer.indistinguishable == ("bottom:2",)
-    assert answer.deepest == "bottom:4"  # (0.86 - 0.10) / (0.91 - 0.10) = 93.8% of the gain
+    # bottom:4 keeps (0.86 - 0.10) / (0.91 - 0.10) = 93.8% of the gain, but its CI reaches 89.7%
+    assert answer.deepest == "bottom:2" and answer.deepest_point == "bottom:4"
     b4 = line(summary, "bottom:4")
     assert b4.gain == pytest.approx(0.76 / 0.81) and b4.baseline == pytest.approx(0.10)
-    assert b4.gain_ci[0] < b4.gain < b4.gain_ci[1] < 1.0
+    assert b4.gain_ci[0] < 0.9 < b4.gain < b4.gain_ci[1] < 1.0
+    assert line(summary, "bottom:2").gain_ci[0] > 0.9
     assert (
-        "keeps >= 90% of full fine-tuning's accuracy gain over the trivial baseline is bottom:4 "
-        "(embeddings + 4 of 6 blocks frozen): 93.8% of full's gain (95% CI "
+        "By its point estimate, bottom:4 keeps >= 90% of full fine-tuning's accuracy gain over "
+        "the trivial baseline (93.8% of full's gain, 95% CI 89.7% to 98.1%), but the data cannot "
+        "confirm it: its interval reaches below 90%. The deepest freeze whose 95% CI clears 90% "
+        "is bottom:2 (embeddings + 2 of 6 blocks frozen): 99.8% of full's gain (95% CI 96.0% to "
+        "103.7%), 99.8% of full, -0.2 points."
     ) in answer.headline
     assert "gains 81.0 points over it" in text(answer)
     assert answer.disagree == () and "disagree" not in text(answer)
@@ -77,7 +82,9 @@ def test_high_floor_both_readings_shown_the_gain_drives_the_answer():
     assert answer.signal is True
     b4 = line(summary, "bottom:4")
     assert b4.relative == pytest.approx(0.86 / 0.91) and b4.gain == pytest.approx(0.16 / 0.21)
-    assert answer.deepest == "bottom:2"  # 99% of the gain; bottom:4 keeps 94.5% raw, 76% gain
+    # bottom:2 keeps 99% of the gain, but 21 points leave its CI wide; bottom:4: 94.5% raw, 76%
+    assert answer.deepest is None and answer.deepest_point == "bottom:2"
+    assert "No freeze's 95% CI clears 90%." in answer.headline
     assert set(answer.disagree) == {"bottom:4", "head (lr=0.001)"}
     said = [s for s in answer.sentences if "disagree" in s]
     assert len(said) == 1
@@ -98,7 +105,8 @@ def test_regression_against_the_constant_mean():
     assert summary.metric == "pearson" and answer.signal is True
     b4 = line(summary, "bottom:4")
     assert b4.gain == pytest.approx(b4.relative)  # a floor of 0: both readings agree
-    assert answer.deepest == "bottom:4" and answer.disagree == ()
+    assert answer.deepest_point == "bottom:4" and answer.disagree == ()
+    assert answer.deepest == "bottom:2"  # bottom:4's 92.7% of the gain has a CI below 90%
     assert answer.below == ("head (lr=0.001)",)
     assert (
         "head (lr=0.001) scores below always predicting the mean (2.364): pearson -1.0 "
@@ -142,7 +150,8 @@ def test_several_rows_below_the_baseline_are_listed_in_one_sentence():
 def test_one_seed_ranks_but_says_its_noise_is_unknown():
     rows = [row("full", 0, 0.9, 10.0), row("bottom:2", 0, 0.88, 6.0), row("bottom:4", 0, 0.8, 4.0)]
     (answer,) = answer_study(summarize(rows, floors(rows, 0.5)))
-    assert answer.signal is True and answer.deepest == "bottom:2"  # 95% of the gain
+    assert answer.signal is True and answer.deepest_point == "bottom:2"  # 95% of the gain
+    assert answer.deepest is None  # with one seed, no interval confirms it
     assert "with one seed its noise is unknown" in text(answer)
 
 

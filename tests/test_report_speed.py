@@ -14,7 +14,14 @@ from scipy import stats
 
 from freezetune.report import build_report, render_html, write_report
 from freezetune.report.answer import answer_study
-from freezetune.report.cells import INFERENCE, TEACHER, results_csv, strategies_csv, table_cells
+from freezetune.report.cells import (
+    INFERENCE,
+    MODEL,
+    TEACHER,
+    cost_cells,
+    results_csv,
+    strategies_csv,
+)
 from freezetune.report.costs import Student, student_of
 from freezetune.report.markdown import render_markdown
 from freezetune.report.plots import plot_inference, render_plots
@@ -84,27 +91,30 @@ def test_lines_carry_inference_cost_and_teacher_time():
     assert taught.cost.latency == pytest.approx(5.0) and taught.cost.latency_tail == 7.5
 
 
-def test_table_shows_cost_columns_next_to_the_wall_time():
+def test_costs_table_shows_cost_columns_next_to_the_wall_time():
     summary = summarize(SPEED)
-    headers, cells, _ = table_cells(summary)
+    headers, cells, _ = cost_cells(summary)
     at = headers.index("wall time s")
-    assert headers[at + 1 : at + 7] == [TEACHER, "speedup", *INFERENCE]
+    assert headers[at + 1 : at + 3] == [TEACHER, "speedup"]
+    assert headers[-5:] == [MODEL, *INFERENCE]
     rows = {c[0]: dict(zip(headers, c, strict=True)) for c in cells}
     assert rows[TAUGHT][TEACHER] == "156.0" and rows["full"][TEACHER] == "—"
     assert rows[TAUGHT]["inference examples/s"] == "2,000.0"
+    assert rows[TAUGHT][MODEL] == rows[PLAIN][MODEL] == "3-block student (2 rows)"
+    assert rows["full"][MODEL] == rows["bottom:4"][MODEL] == "whole model (4 rows)"
     assert rows[TAUGHT]["inference speedup"] == "2.00x" and rows["full"]["params"] == "22,000,000"
     assert rows[TAUGHT]["latency p50 ms (batch 1)"] == "5.00"
 
 
 def test_rows_without_inference_show_a_dash_and_old_studies_keep_their_columns():
     mixed = [*BASE[:3], *STUDY[3:]]  # only full measured its inference
-    headers, cells, _ = table_cells(summarize(mixed))
+    headers, cells, _ = cost_cells(summarize(mixed))
     rows = {c[0]: dict(zip(headers, c, strict=True)) for c in cells}
-    assert rows["bottom:4"]["inference examples/s"] == "—"
+    assert rows["bottom:4"]["inference examples/s"] == "—" and rows["bottom:4"][MODEL] == "—"
     assert rows["bottom:4"]["inference speedup"] == "—" and rows["bottom:4"]["params"] == "—"
-    assert TEACHER not in headers
-    old, _, _ = table_cells(summarize(STUDY))
-    assert not set(INFERENCE) & set(old) and TEACHER not in old
+    assert rows["full"][MODEL] == "whole model" and TEACHER not in headers
+    old, _, _ = cost_cells(summarize(STUDY))
+    assert not {MODEL, *INFERENCE} & set(old) and TEACHER not in old
     (answer,) = answer_study(summarize(STUDY))
     assert answer.speed is None and plot_inference(summarize(STUDY)) is None
 
@@ -122,10 +132,15 @@ def test_speed_answer_names_the_fastest_of_the_strategies_tied_with_the_best():
     assert "not significantly below that of the most accurate, full (91.0; Welch's" in text
     assert (
         "Per training second (a distilled student's time counting its teacher's): bottom:2, "
-        "60.0 s per run (1.68x faster than full fine-tuning's 101.0 s)."
+        "60.0 s per run (1.68x faster than full fine-tuning's 101.0 s), beyond the run-to-run "
+        "noise."
     ) in text
     assert f"Per inference second: {TAUGHT}, 2,000 examples/s (2.00x full)" in text
-    assert "batch-1 latency p50 5 ms, 15,000,000 parameters" in text
+    assert (
+        "batch-1 latency p50 5 ms, 15,000,000 parameters, faster than every other model here "
+        "beyond the run-to-run noise."
+    ) in text
+    assert answer.speed.inference in answer.bullets  # a verdict with its number
     assert "2 threads, batch 128, bf16, cpu" in text and "not absolute claims" in text
     assert "different settings" not in text
 
@@ -143,8 +158,9 @@ def test_distillation_is_compared_with_the_same_student_without_a_teacher():
     assert c.ci == pytest.approx((interval.low, interval.high))
     text = said(answer)
     assert (
-        "same student, the 3-block student of minilm-l6 (evenly spaced blocks kept) with "
-        "freeze full: " in text
+        "Distillation against the same student without a teacher (the 3-block student of "
+        "minilm-l6 (evenly spaced blocks kept), freeze full): accuracy 89.5 ± 0.5 (3 seeds) "
+        "against 86.5 ± 0.5 (3 seeds), +3.0 points (95% CI " in text
     )
     assert "+3.0 points (95% CI " in text and "distillation helped, significantly." in text
     assert "trained in 55.0 s, 156.0 s counting its teacher's training; without a teacher, " in text

@@ -5,7 +5,7 @@ those costs and what they answer (:mod:`freezetune.report.speed`).
 
 >>> written = write_report("runs/default")  # doctest: +SKIP
 >>> written.headline  # doctest: +SKIP
-'3 of 4 strategies are indistinguishable from full fine-tuning (Welch p >= 0.05); ...'
+'3 of 4 strategies are indistinguishable from full fine-tuning (Welch p >= 0.05, Holm-adjusted); ...'
 """
 
 from __future__ import annotations

@@ -2,13 +2,19 @@
 
 Per context (usually the whole study): how far full fine-tuning got above the trivial baseline
 (a constant prediction) and whether that is signal enough to rank anything
-(:mod:`freezetune.report.rules`); then which strategies Welch's t-test cannot tell apart from
-full fine-tuning, the cheapest of them, the deepest freeze that keeps >= 90% of full
-fine-tuning's gain over the baseline (the yardstick of Lee et al. 2019, arXiv 1911.03090, read
-above the floor), whether the metric falls as more blocks freeze (Spearman's rank correlation
-over the static ``bottom:K`` runs), and which strategies score below the baseline. When the
-runs measured their saved model's inference or distilled a student, the answer adds what is
-cheapest to train and to run, and whether distillation paid (:mod:`freezetune.report.speed`).
+(:mod:`freezetune.report.rules`); then which strategies Welch's t-test, Holm-adjusted, cannot
+tell apart from full fine-tuning, the cheapest of them to train beyond the run-to-run noise, the
+deepest freeze that keeps >= 90% of full fine-tuning's gain over the baseline by its 95% CI (the
+yardstick of Lee et al. 2019, arXiv 1911.03090, read above the floor;
+:mod:`freezetune.report.verdicts`), whether the metric falls as more blocks freeze (Spearman's
+rank correlation over the static ``bottom:K`` runs), and which strategies score below the
+baseline. When the runs measured their saved model's inference or distilled a student, the
+answer adds what is cheapest to train and to run, and whether distillation paid
+(:mod:`freezetune.report.speed`).
+
+An answer reads at a glance: a headline, then at most :data:`BULLETS` short bullets, each a
+verdict with its number (:attr:`Answer.bullets`); every other sentence (caveats, the rules'
+details) is in :attr:`Answer.details`, which the reports put under the table.
 
 >>> describe_units(3, 6), describe_units(7, 6)
 ('embeddings + 2 of 6 blocks frozen', 'the whole body frozen')
@@ -18,12 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from scipy import stats
 
-from freezetune.report.costs import training_wall
 from freezetune.report.rules import (
     ALPHA,
     DISAGREE,
@@ -35,14 +39,20 @@ from freezetune.report.rules import (
     below_baseline,
     disagreements,
     headroom,
-    keeps,
-    retention,
     signal,
 )
 from freezetune.report.speed import SpeedAnswer, speed_answer
 from freezetune.report.tables import BaselineLine, Line, Summary
+from freezetune.report.verdicts import cheapest, deepest, describe_units, tests, trains
 
-__all__ = ["ALPHA", "KEEP", "Answer", "answer_study", "describe_units", "trend"]
+__all__ = ["ALPHA", "BULLETS", "KEEP", "Answer", "answer_study", "describe_units", "trend"]
+
+BULLETS = 5  # the most bullets under an answer's headline
+
+#: bullet kinds, most important first: which ones stay when there are more than BULLETS
+PRIORITY = ("tests", "cheapest", "inference", "distillation", "reach", "trend", "below")
+#: the order they are shown in
+ORDER = ("reach", "tests", "cheapest", "inference", "distillation", "trend", "below")
 
 
 @dataclass(frozen=True)
@@ -50,27 +60,24 @@ class Answer:
     context: str  # "" for the whole study, else e.g. "n_train=500"
     headline: str
     sentences: tuple[str, ...]
-    indistinguishable: tuple[str, ...]  # labels, Welch p >= ALPHA
-    cheapest: str | None  # the least wall time among them
-    deepest: str | None  # the most units frozen with >= KEEP of full quality
+    indistinguishable: tuple[str, ...]  # labels, Welch p >= ALPHA (Holm-adjusted)
+    cheapest: str | None  # the least training time without a measurable loss, beyond noise
+    deepest: str | None  # the most units frozen whose CI keeps >= KEEP of full quality
     spearman: tuple[float, float] | None  # (rho, p) of metric vs frozen units
     signal: bool | None = None  # enough signal to rank; None: the baseline is unknown
     below: tuple[str, ...] = ()  # labels scoring below the trivial baseline
     disagree: tuple[str, ...] = ()  # labels whose raw % and % of gain differ by > DISAGREE
     speed: SpeedAnswer | None = None  # training and inference cost, distillation; None: no data
+    deepest_point: str | None = None  # the most units frozen keeping >= KEEP by the point
+    bullets: tuple[str, ...] = ()  # at most BULLETS verdicts, from sentences and speed's
 
-
-def describe_units(units: int | None, blocks: int | None) -> str:
-    """Say what a frozen prefix of ``units`` units means for a model of ``blocks`` blocks."""
-    if units is None or blocks is None:
-        return "frozen units unknown"
-    if units == 0:
-        return "nothing frozen"
-    if units > blocks:
-        return "the whole body frozen"
-    return (
-        "embeddings frozen" if units == 1 else f"embeddings + {units - 1} of {blocks} blocks frozen"
-    )
+    @property
+    def details(self) -> tuple[str, ...]:
+        """Every sentence of the answer and its speed part that is neither a bullet nor in the
+        headline."""
+        more = self.speed.sentences if self.speed else ()
+        said = (*self.bullets, self.headline)
+        return tuple(s for s in (*self.sentences, *more) if not any(s in x for x in said))
 
 
 def _pts(value: float) -> str:
@@ -79,14 +86,6 @@ def _pts(value: float) -> str:
 
 def _x100(value: float) -> str:
     return f"{100 * value:.1f}"
-
-
-def _ci(ci: tuple[float, float]) -> str:
-    if any(math.isnan(x) for x in ci):
-        return ""
-    if any(math.isinf(x) for x in ci):
-        return " (95% CI unbounded)"
-    return f" (95% CI {ci[0]:.0%} to {ci[1]:.0%})"
 
 
 def trend(lines: list[Line]) -> tuple[float, float, int] | None:
@@ -102,79 +101,9 @@ def trend(lines: list[Line]) -> tuple[float, float, int] | None:
     return float(rho), float(p), len(xs)
 
 
-def _tests(full: Line, others: list[Line], metric: str) -> tuple[list[str], list[Line]]:
-    tested = [line for line in others if line.p_value is not None]
-    if not tested:
-        return [
-            "With one seed per strategy, whether a strategy differs from full fine-tuning can't "
-            "be tested; run at least 3 seeds."
-        ], []
-    same = [line for line in tested if line.p_value is not None and line.p_value >= ALPHA]
-    differ = [line for line in tested if line not in same]
-    out = []
-    if same:
-        listed = ", ".join(f"{line.label} (p = {line.p_value:.2f})" for line in same)
-        out.append(
-            f"Statistically indistinguishable from full fine-tuning (Welch's two-sided t-test, "
-            f"unequal variances, p >= {ALPHA}): {listed}."
-        )
-    if differ:
-        listed = ", ".join(f"{line.label} ({_pts(line.diff or 0.0)})" for line in differ)
-        out.append(f"Significantly different from full fine-tuning (p < {ALPHA}): {listed}.")
-    untested = [line.label for line in others if line.n and line.p_value is None]
-    if untested:
-        out.append(f"Not tested (fewer than 2 seeds): {', '.join(untested)}.")
-    out.append(
-        f"With {full.n} seeds the test has little power: indistinguishable does not mean equal."
-    )
-    return out, same
-
-
-def _trains(line: Line) -> float:
-    """Its training wall time; a distilled student's counts its teacher's."""
-    return training_wall(line.wall, line.student, line.cost)
-
-
-def _speedup(full: Line, line: Line) -> float:
-    """Full fine-tuning's wall time over ``line``'s training time (0 when that is unknown)."""
-    seconds = _trains(line)
-    return full.wall / seconds if seconds > 0 else 0.0
-
-
-def _cheapest(full: Line, same: list[Line]) -> tuple[str | None, Line | None]:
-    if not same:
-        return None, None
-    best = min(same, key=_trains)
-    seconds = _trains(best)
-    teacher = " counting its teacher's training" if seconds != best.wall else ""
-    verdict = "faster" if seconds < full.wall else "not faster"
-    return (
-        f"The cheapest of them is {best.label}: {seconds:.1f} s{teacher} against "
-        f"{full.wall:.1f} s for full fine-tuning ({_speedup(full, best):.2f}x, {verdict}).",
-        best,
-    )
-
-
-def _deepest_of(lines: list[Line], share: Callable[[Line], float | None]) -> Line | None:
-    """The line with the most units frozen (ties: the larger share), None if none."""
-    return max(lines, key=lambda x: (x.units_frozen or 0, share(x) or 0.0), default=None)
-
-
-def _deepest(full: Line, others: list[Line], metric: str) -> tuple[str, Line | None]:
-    by_gain = full.gain is not None
-    what = f"{metric} gain over the trivial baseline" if by_gain else metric
-    keep = keeps(others)
-    if not keep:
-        return f"No freeze keeps {KEEP:.0%} of full fine-tuning's {what}.", None
-    deep = _deepest_of(keep, retention)
-    assert deep is not None  # keep is not empty
-    gain = f"{deep.gain:.1%} of full's gain{_ci(deep.gain_ci)}, " if by_gain else ""
-    return (
-        f"The deepest freeze that keeps >= {KEEP:.0%} of full fine-tuning's {what} is "
-        f"{deep.label} ({describe_units(deep.units_frozen, deep.num_blocks)}): "
-        f"{gain}{(deep.relative or 0):.1%} of full, {_pts(deep.diff or 0.0)}.",
-        deep,
-    )
+def _deepest_of(lines: list[Line]) -> Line | None:
+    """The line with the most units frozen (ties: the larger raw share), None if none."""
+    return max(lines, key=lambda x: (x.units_frozen or 0, x.relative or 0.0), default=None)
 
 
 def _disagree(others: list[Line], floor: BaselineLine, deep: Line | None) -> str:
@@ -182,7 +111,7 @@ def _disagree(others: list[Line], floor: BaselineLine, deep: Line | None) -> str
     two readings differ by more than DISAGREE, or the raw ratio would name another freeze."""
     found = disagreements(others)
     raw = [x for x in others if (x.relative or 0.0) >= KEEP and x.units_frozen is not None]
-    raw_deep = _deepest_of(raw, lambda x: x.relative)
+    raw_deep = _deepest_of(raw)
     other = raw_deep if raw_deep is not None and raw_deep is not deep else None
     if not found and other is None:
         return ""
@@ -240,7 +169,8 @@ def _trend_sentence(found: tuple[float, float, int] | None, metric: str) -> str:
 def _full_sentences(full: Line, floor: BaselineLine | None, metric: str, sig: Signal) -> list[str]:
     """What full fine-tuning reached, and how far above the trivial baseline."""
     std = f" ± {100 * full.std:.1f}" if full.n > 1 else ""
-    reached = f"Full fine-tuning reaches {metric} {_x100(full.mean)}{std} ({full.n} seeds)"
+    seeds = f"{full.n} seed" + ("s" if full.n != 1 else "")
+    reached = f"Full fine-tuning reaches {metric} {_x100(full.mean)}{std} ({seeds})"
     if floor is None or sig.gain is None:
         return [
             f"{reached}. The trivial baseline is unknown (its dev data was not found), so "
@@ -263,9 +193,12 @@ def _full_sentences(full: Line, floor: BaselineLine | None, metric: str, sig: Si
     return out
 
 
+Candidates = dict[str, str]  # bullet kind (PRIORITY) -> its sentence
+
+
 def _no_signal(
-    context: str, lines: list[Line], floor: BaselineLine, sig: Signal, extra: list[str]
-) -> Answer:
+    context: str, lines: list[Line], floor: BaselineLine, sig: Signal, bullets: Candidates
+) -> tuple[Answer, Candidates]:
     """The answer that ranks nothing: why, and what would help."""
     full = next(line for line in lines if line.reference == line.label)
     ci = f", 95% CI [{_x100(full.ci[0])}, {_x100(full.ci[1])}]" if full.n > 1 else ""
@@ -274,46 +207,53 @@ def _no_signal(
         f"scores {_x100(floor.value)} and {sig.reason} (full fine-tuning: "
         f"{_x100(full.mean)}{ci})."
     )
-    sentences = (*extra, SIGNAL_RULE, HELP)
+    said = (*bullets.values(), SIGNAL_RULE, HELP)
     below = tuple(line.label for line in below_baseline(lines))
-    return Answer(context, headline, sentences, (), None, None, None, signal=False, below=below)
+    found = Answer(context, headline, said, (), None, None, None, signal=False, below=below)
+    return found, bullets
 
 
-def _headline(
-    full: Line, others: list[Line], same: list[Line], cheap: Line | None, deep: str
-) -> str:
+def _headline(full: Line, others: list[Line], same: list[Line], cheap: Line | None,
+              deep: str) -> str:  # fmt: skip
     if not others:
         return "Only full fine-tuning succeeded: nothing to compare."
-    if not any(line.p_value is not None for line in others):
+    if not any(line.p_adjusted is not None for line in others):
         return f"One seed each: can't test the differences. {deep}"
+    speedup = full.wall / trains(cheap) if cheap and trains(cheap) > 0 else 0.0
     return (
         f"{len(same)} of {len(others)} strateg{'y is' if len(others) == 1 else 'ies are'} "
-        f"indistinguishable from full fine-tuning (Welch p >= {ALPHA})"
-        + (f"; cheapest: {cheap.label} (speedup {_speedup(full, cheap):.2f}x)" if cheap else "")
+        f"indistinguishable from full fine-tuning (Welch p >= {ALPHA}, Holm-adjusted)"
+        + (f"; cheapest: {cheap.label} (speedup {speedup:.2f}x)" if cheap else "")
         + f". {deep}"
     )
 
 
-def _answer(context: str, lines: list[Line], metric: str, floor: BaselineLine | None) -> Answer:
+def _answer(
+    context: str, lines: list[Line], metric: str, floor: BaselineLine | None
+) -> tuple[Answer, Candidates]:
     full = next((line for line in lines if line.reference == line.label), None)
     if full is None:
         text = "No full fine-tuning run succeeded, so nothing can be compared with it."
-        return Answer(context, text, (text,), (), None, None, None)
+        return Answer(context, text, (text,), (), None, None, None), {}
     others = [line for line in lines if line is not full and line.reference == full.label]
     sig = signal(full.mean, full.ci[0], full.baseline if floor else None, full.n)
     below = _below(lines, floor, metric)
     sentences = _full_sentences(full, floor, metric, sig)
     if not sig.clear and floor is not None:
-        return _no_signal(context, lines, floor, sig, [*sentences, *([below] if below else [])])
-    tests, same = _tests(full, others, metric)
-    cheap_text, cheap = _cheapest(full, same)
-    deep_text, deep = _deepest(full, others, metric)
-    disagree = _disagree(others, floor, deep) if floor else ""
+        said = {"reach": " ".join(sentences), **({"below": below} if below else {})}
+        return _no_signal(context, lines, floor, sig, said)
+    bullets = {"reach": sentences[0], **({"below": below} if below else {})}
+    verdict, caveats, same = tests(full, others)
+    cheap_text, cheap = cheapest(full, same)
+    deep_text, deep, point = deepest(full, others, metric)
+    disagree = _disagree(others, floor, point) if floor else ""
     found = trend(lines)
-    sentences += [*tests, *([cheap_text] if cheap_text else []), deep_text]
-    sentences += [text for text in (disagree, below) if text]
-    sentences.append(_trend_sentence(found, metric))
-    return Answer(
+    trend_text = _trend_sentence(found, metric)
+    bullets.update({"tests": verdict or "", "cheapest": cheap_text or ""})
+    bullets["trend"] = trend_text if found is not None else ""
+    sentences += [*([verdict] if verdict else []), *caveats, *([cheap_text] if cheap_text else [])]
+    sentences += [deep_text, *(text for text in (disagree, below) if text), trend_text]
+    answer = Answer(
         context=context,
         headline=_headline(full, others, same, cheap, deep_text),
         sentences=tuple(sentences),
@@ -324,7 +264,20 @@ def _answer(context: str, lines: list[Line], metric: str, floor: BaselineLine | 
         signal=sig.clear if sig.known else None,
         below=tuple(line.label for line in below_baseline(lines)) if floor else (),
         disagree=tuple(line.label for line in disagreements(others)),
+        deepest_point=point.label if point else None,
     )
+    return answer, {k: v for k, v in bullets.items() if v}
+
+
+def _bullets(found: Candidates, speed: SpeedAnswer | None) -> tuple[str, ...]:
+    """At most BULLETS verdicts: the most important kinds (PRIORITY), shown in ORDER."""
+    found = dict(found)
+    if speed is not None:
+        distilled = [x for x in speed.bullets if x != speed.inference]
+        found.update({"inference": speed.inference} if speed.inference else {})
+        found.update({"distillation": " ".join(distilled)} if distilled else {})
+    kept = sorted(found, key=PRIORITY.index)[:BULLETS]
+    return tuple(found[kind] for kind in ORDER if kind in kept)
 
 
 def answer_study(summary: Summary) -> list[Answer]:
@@ -339,7 +292,8 @@ def answer_study(summary: Summary) -> list[Answer]:
     answers = []
     for label, lines in groups.items():
         context = (label or "").removeprefix("full").strip()
-        found = _answer(context, lines, summary.metric, floors.get(label or ""))
+        found, candidates = _answer(context, lines, summary.metric, floors.get(label or ""))
         speed = speed_answer(lines, summary.metric, found.signal)
-        answers.append(dataclasses.replace(found, speed=speed))
+        bullets = _bullets(candidates, speed)
+        answers.append(dataclasses.replace(found, speed=speed, bullets=bullets))
     return answers

@@ -1,9 +1,11 @@
-"""The report's tables as text: the strategies table (for Markdown and HTML, with the trivial
-baseline as a row of its own), ``strategies.csv`` (the same lines as plain numbers) and
-``results.csv`` (one line per run). Pure functions of the summary and rows.
+"""The report's tables as text: the strategies table (accuracy, for Markdown and HTML, with the
+trivial baseline as a row of its own), the costs table (time, memory, inference),
+``strategies.csv`` (the same lines as plain numbers) and ``results.csv`` (one line per run).
+Pure functions of the summary and rows. Two tables, so that each fits a laptop's screen.
 
-The table shows the inference columns when some run measured its saved model, and the wall
-time counting the teacher's when some run distilled; a row without the data shows "—".
+The costs table shows the inference columns when some run measured its saved model (one pooled
+figure per model at inference, named in its own column), and the wall time counting the
+teacher's when some run distilled; a row without the data shows "—".
 
 >>> _num(0.8312, ".1f", 100), _num(None, ".1f"), _pct_ci((-math.inf, math.inf))
 ('83.1', '—', 'unbounded')
@@ -22,7 +24,16 @@ from freezetune.report.tables import BaselineLine, Line, Summary, main_metric, r
 from freezetune.study.baseline import Baseline, baseline_key
 from freezetune.study.store import RunRow
 
-__all__ = ["BELOW", "CSV_FIELDS", "columns", "results_csv", "strategies_csv", "table_cells"]
+__all__ = [
+    "BELOW",
+    "CSV_FIELDS",
+    "columns",
+    "cost_cells",
+    "cost_columns",
+    "results_csv",
+    "strategies_csv",
+    "table_cells",
+]
 
 #: Appended to the label of a line whose mean is below the trivial baseline.
 BELOW = " (below baseline)"
@@ -104,11 +115,15 @@ def _pct_ci(ci: tuple[float, float]) -> str:
 
 METRIC = "{metric} mean ± std"
 TEACHER = "wall time incl. teacher s"
+MODEL = "model at inference"
 INFERENCE = ("inference examples/s", "inference speedup", "latency p50 ms (batch 1)", "params")
 HEADERS = (
     "strategy", "frozen units", "seeds", METRIC, "95% CI", "Δ vs full (points)", "% of full",
-    "% of full's gain", "gain 95% CI", "p (Welch)", "wall time s", TEACHER, "speedup",
-    *INFERENCE, "trainable params", "peak RSS MB", "failed",
+    "% of full's gain", "gain 95% CI", "p (Welch)", "p (Holm)", "failed",
+)  # fmt: skip
+COSTS = (
+    "strategy", "wall time s", TEACHER, "speedup", "trainable params", "peak RSS MB", MODEL,
+    *INFERENCE,
 )  # fmt: skip
 
 
@@ -120,11 +135,16 @@ def _count(x: int | None) -> str:
     return "—" if x is None else f"{x:,}"
 
 
+def _p(line: Line, value: float | None) -> str:
+    if not line.n:
+        return "—"
+    return "ref" if line.reference == line.label else _num(value, ".3f")
+
+
 def _line_cells(line: Line) -> dict[str, str]:
     std = f" ± {_num(line.std, '.1f', 100)}" if line.n > 1 else ""
     ci = f"[{_num(line.ci[0], '.1f', 100)}, {_num(line.ci[1], '.1f', 100)}]"
     is_ref = line.reference == line.label
-    p = "ref" if is_ref else _num(line.p_value, ".3f")
     cells = [
         line.label + (BELOW if line.below_baseline else ""),
         "—" if line.units_frozen is None else str(line.units_frozen),
@@ -135,19 +155,36 @@ def _line_cells(line: Line) -> dict[str, str]:
         _num(line.relative, ".1%"),
         _num(line.gain, ".1%"),
         "ref" if is_ref and line.gain is not None else _pct_ci(line.gain_ci),
-        p if line.n else "—",
-        _num(line.wall, ".1f"),
-        _num(line.cost.wall_with_teacher, ".1f"),
-        _times(line.speedup),
-        _num(line.cost.speed, ",.1f"),
-        _times(line.inference_speedup),
-        _num(line.cost.latency, ".2f"),
-        _count(line.cost.params),
-        _count(line.trainable_params),
-        _num(line.peak_rss_mb, ".0f"),
+        _p(line, line.p_value),
+        _p(line, line.p_adjusted),
         str(line.n_failed) if line.n_failed else "",
     ]
     return dict(zip(HEADERS, cells, strict=True))
+
+
+def _model(line: Line) -> str:
+    """E.g. "whole model (8 rows)": the model it is at inference, and how many rows share it."""
+    if not line.inference.measured:
+        return "—"
+    shared = len(line.same_model) + 1
+    return line.student.kind + (f" ({shared} rows)" if shared > 1 else "")
+
+
+def _cost_cells(line: Line) -> dict[str, str]:
+    cells = [
+        line.label + (BELOW if line.below_baseline else ""),
+        _num(line.wall, ".1f"),
+        _num(line.cost.wall_with_teacher, ".1f"),
+        _times(line.speedup),
+        _count(line.trainable_params),
+        _num(line.peak_rss_mb, ".0f"),
+        _model(line),
+        _num(line.inference.speed, ",.1f"),
+        _times(line.inference_speedup),
+        _num(line.inference.latency, ".2f"),
+        _count(line.inference.params),
+    ]
+    return dict(zip(COSTS, cells, strict=True))
 
 
 def _baseline_cells(floor: BaselineLine, full: Line) -> dict[str, str]:
@@ -162,19 +199,28 @@ def _baseline_cells(floor: BaselineLine, full: Line) -> dict[str, str]:
 
 
 def columns(summary: Summary) -> list[str]:
-    """The table's columns: the inference ones when some line measured it, the wall time with
-    the teacher's when some line has a teacher."""
+    """The strategies table's columns (accuracy)."""
+    return list(HEADERS)
+
+
+def cost_columns(summary: Summary) -> list[str]:
+    """The costs table's columns: the inference ones when some line measured it, the wall time
+    with the teacher's when some line has a teacher."""
     lines = summary.lines
-    drop = set() if any(x.cost.measured for x in lines) else set(INFERENCE)
+    drop = set() if any(x.cost.measured for x in lines) else {MODEL, *INFERENCE}
     if not any(x.student.distilled for x in lines):
         drop.add(TEACHER)
-    return [h for h in HEADERS if h not in drop]
+    return [h for h in COSTS if h not in drop]
+
+
+def _css(line: Line) -> str:
+    return "ref" if line.reference == line.label else "below" if line.below_baseline else ""
 
 
 def table_cells(summary: Summary) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, formatted cells (metric values x100) and a CSS class per row ("ref",
-    "baseline", "below" or "") of the main table, for Markdown and HTML. Each context's trivial
-    baseline is a row just above its full fine-tuning line."""
+    "baseline", "below" or "") of the strategies table, for Markdown and HTML. Each context's
+    trivial baseline is a row just above its full fine-tuning line."""
     shown = columns(summary)
     headers = [h.format(metric=summary.metric) for h in shown]
     cells, classes = [], []
@@ -184,22 +230,31 @@ def table_cells(summary: Summary) -> tuple[list[str], list[list[str]], list[str]
             cells.append([_baseline_cells(floor, line)[h] for h in shown])
             classes.append("baseline")
         cells.append([_line_cells(line)[h] for h in shown])
-        is_ref = line.reference == line.label
-        classes.append("ref" if is_ref else "below" if line.below_baseline else "")
+        classes.append(_css(line))
     return headers, cells, classes
+
+
+def cost_cells(summary: Summary) -> tuple[list[str], list[list[str]], list[str]]:
+    """The costs table as :func:`table_cells` gives the strategies table (no baseline rows)."""
+    shown = cost_columns(summary)
+    cells = [[_cost_cells(line)[h] for h in shown] for line in summary.lines]
+    return shown, cells, [_css(line) for line in summary.lines]
 
 
 STRATEGY_FIELDS = (
     "label", "strategy", "freeze", "reference", "is_baseline", "units_frozen", "seeds", "mean",
     "std", "ci_low", "ci_high", "baseline", "diff", "relative", "gain", "gain_ci_low",
-    "gain_ci_high", "below_baseline", "p_welch", "wall_time_s", "speedup", "trainable_params",
-    "peak_rss_mb", "failed", "distilled", "student_layers", "wall_time_incl_teacher_s",
+    "gain_ci_high", "below_baseline", "p_welch", "p_holm", "wall_time_s", "speedup",
+    "trainable_params", "peak_rss_mb", "failed", "distilled", "student_layers",
+    "wall_time_incl_teacher_s", "model_at_inference", "same_model_as",
     "inference_examples_per_s", "inference_speedup", "latency_ms_p50", "latency_ms_p90",
     "params", "disk_mb",
 )  # fmt: skip
 
 
 def _strategy_record(line: Line) -> dict[str, Any]:
+    """A line as plain numbers; inference figures pooled over its model (as in the table)."""
+    inference = line.inference
     return {
         "label": line.label, "strategy": line.strategy, "freeze": line.freeze,
         "reference": line.reference, "is_baseline": False, "units_frozen": line.units_frozen,
@@ -207,14 +262,16 @@ def _strategy_record(line: Line) -> dict[str, Any]:
         "ci_high": line.ci[1], "baseline": line.baseline, "diff": line.diff,
         "relative": line.relative, "gain": line.gain, "gain_ci_low": line.gain_ci[0],
         "gain_ci_high": line.gain_ci[1], "below_baseline": line.below_baseline,
-        "p_welch": line.p_value, "wall_time_s": line.wall, "speedup": line.speedup,
-        "trainable_params": line.trainable_params, "peak_rss_mb": line.peak_rss_mb,
-        "failed": line.n_failed, "distilled": line.student.distilled,
-        "student_layers": line.student.layers,
+        "p_welch": line.p_value, "p_holm": line.p_adjusted, "wall_time_s": line.wall,
+        "speedup": line.speedup, "trainable_params": line.trainable_params,
+        "peak_rss_mb": line.peak_rss_mb, "failed": line.n_failed,
+        "distilled": line.student.distilled, "student_layers": line.student.layers,
         "wall_time_incl_teacher_s": line.cost.wall_with_teacher,
-        "inference_examples_per_s": line.cost.speed, "inference_speedup": line.inference_speedup,
-        "latency_ms_p50": line.cost.latency, "latency_ms_p90": line.cost.latency_tail,
-        "params": line.cost.params, "disk_mb": line.cost.disk_mb,
+        "model_at_inference": line.student.kind if inference.measured else None,
+        "same_model_as": "; ".join(line.same_model),
+        "inference_examples_per_s": inference.speed, "inference_speedup": line.inference_speedup,
+        "latency_ms_p50": inference.latency, "latency_ms_p90": inference.latency_tail,
+        "params": inference.params, "disk_mb": inference.disk_mb,
     }  # fmt: skip
 
 

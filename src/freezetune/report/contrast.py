@@ -5,16 +5,21 @@ Each study, at each training-set size, is a *side*. Per strategy it shows the fr
 parameters frozen (``1 - trainable_params / total_params`` as the run's result records it: for
 a schedule, at the end of training), its main metric as % of the same study's full fine-tuning
 at the same size and seed, and its wall time over full's (paired by seed: mean and 95%
-Student-t CI over seeds). A side's verdict: "helps" when some frozen strategy's CI lies above
-100 (named: the one with the highest lower end), "hurts" when every one's lies below (named:
-the highest mean), else "costs nothing measurable" (named: the highest mean among those whose
-CI reaches 100). The intervals are not corrected for the number of strategies tried. The
-sentence also names the deepest freeze not measurably below full. A side whose full
-fine-tuning does not clear the trivial baseline (:func:`rules.signal`) cannot answer, and with
-one seed no CI can be given. The closing line weighs the sides.
+Student-t CI over seeds). A side's verdict picks from its m frozen strategies (with >= 2
+seeds), so it reads Bonferroni-simultaneous intervals (each at level 1 - 0.05/m: all m hold
+together with 95% probability; :func:`widen`): "helps" when some frozen strategy's interval lies
+above 100 (named: the one with the highest lower end), "hurts" when every one's lies below
+(named: the highest mean), else "costs nothing measurable" (named: the highest mean among those
+whose interval reaches 100). The sentence also names the deepest freeze not measurably below
+full, by the same intervals. A side whose full fine-tuning does not clear the trivial baseline
+(:func:`rules.signal`) cannot answer, and with one seed no CI can be given. The closing line
+weighs the sides.
 
 >>> _verdict(Estimate(103.1, 100.4, 105.8, 3)), _verdict(Estimate(99.0, 95.0, 101.0, 3))
 ('helps', 'costs nothing measurable')
+>>> wide = widen(Estimate(100.0, 99.0, 101.0, 3), 2)  # t: 6.21 instead of 4.30
+>>> round(wide.low, 2), round(wide.high, 2)
+(98.56, 101.44)
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+
+from scipy import stats
 
 from freezetune.config import RunConfig
 from freezetune.errors import UserError
@@ -43,12 +50,22 @@ from freezetune.report.contrast_render import (
 )
 from freezetune.report.costs import student_of
 from freezetune.report.rules import signal
-from freezetune.report.stats import mean_ci
+from freezetune.report.stats import mean_ci, simultaneous
 from freezetune.report.tables import main_metric, run_metric, summarize
 from freezetune.study.baseline import ensure_baselines
 from freezetune.study.store import RunRow, open_store, read_rows
 
-__all__ = ["CLAIM", "FILES", "VERDICTS", "Contrast", "Estimate", "Point", "Side", "contrast"]
+__all__ = [
+    "CLAIM",
+    "FILES",
+    "VERDICTS",
+    "Contrast",
+    "Estimate",
+    "Point",
+    "Side",
+    "contrast",
+    "widen",
+]
 
 VERDICTS = ("helps", "costs nothing measurable", "hurts")
 EXPECTED = {"image": "helps", "text": "hurts"}  # what the folklore predicts, per modality
@@ -58,6 +75,17 @@ CONTRARY = {"image": "hurts", "text": "helps"}
 def _estimate(values: list[float]) -> Estimate:
     mean, _, low, high = mean_ci(values)
     return Estimate(mean, low, high, len(values))
+
+
+def widen(e: Estimate, m: int) -> Estimate:
+    """``e``'s 95% Student-t interval made one of ``m`` Bonferroni-simultaneous 95% intervals
+    (level 1 - 0.05/m, same mean, std and degrees of freedom)."""
+    if m <= 1 or e.n < 2 or math.isnan(e.low):
+        return e
+    t95 = float(stats.t.ppf(0.975, e.n - 1))
+    t = float(stats.t.ppf((1 + simultaneous(0.95, m)) / 2, e.n - 1))
+    return Estimate(e.mean, e.mean - (e.mean - e.low) * t / t95,
+                    e.mean + (e.high - e.mean) * t / t95, e.n)  # fmt: skip
 
 
 def _read(folder: Path) -> list[RunRow]:
@@ -112,13 +140,15 @@ def _point(label: str, runs: list[RunRow], fulls: dict[int, RunRow], metric: str
     values = [(run_metric(r, metric) or 0.0, run_metric(f, metric) or 0.0) for r, f in paired]
     walls = [_number(r, "wall_time_s") / _number(f, "wall_time_s") for r, f in paired]
     fractions = [x for r in runs if not math.isnan(x := _frozen(r))]
+    quality = _estimate([100 * v / f for v, f in values if f])
     return Point(
         label,
         statistics.fmean(fractions) if fractions else None,
         any(r.timeline for r in runs),
         statistics.fmean(v for v, _ in values) if values else math.nan,
-        _estimate([100 * v / f for v, f in values if f]),
+        quality,
         _estimate([w for w in walls if math.isfinite(w)]),
+        quality,
     )
 
 
@@ -145,31 +175,45 @@ def _verdict(quality: Estimate) -> str:
     return "hurts" if quality.high < 100 else "costs nothing measurable"
 
 
+def _simultaneous(points: tuple[Point, ...]) -> tuple[Point, ...]:
+    """The points with their Bonferroni-simultaneous intervals over the frozen strategies with
+    >= 2 seeds (the ones a verdict picks from: all of the side's other points but full's)."""
+    m = sum(1 for p in points[1:] if p.quality.n >= 2 and p.frozen != 0)
+    return tuple(replace(p, joint=widen(p.quality, m)) for p in points)
+
+
 def _best(frozen: list[Point]) -> tuple[Point | None, str]:
-    """The side's named frozen strategy and its verdict (the module's rule): choosing by the
-    mean alone would let the noisiest strategy hide one whose whole CI is above full's."""
-    sized = [p for p in frozen if p.quality.n >= 2]
+    """The side's named frozen strategy and its verdict (the module's rule, on the simultaneous
+    intervals): choosing by the mean alone would let the noisiest strategy hide one whose
+    whole interval is above full's."""
+    sized = [p for p in frozen if p.joint.n >= 2]
     if not sized:
         best = max(frozen, key=lambda p: p.quality.mean, default=None)
         return best, "nothing frozen" if best is None else "one seed"
-    helping = [p for p in sized if p.quality.low > 100]
+    helping = [p for p in sized if p.joint.low > 100]
     if helping:
-        return max(helping, key=lambda p: p.quality.low), "helps"
-    reaching = [p for p in sized if p.quality.high >= 100] or sized
+        return max(helping, key=lambda p: p.joint.low), "helps"
+    reaching = [p for p in sized if p.joint.high >= 100] or sized
     best = max(reaching, key=lambda p: p.quality.mean)
-    return best, _verdict(best.quality)
+    return best, _verdict(best.joint)
+
+
+def _m(side: Side) -> str:
+    """E.g. ", simultaneous over 3 frozen strategies" (nothing when there is one)."""
+    m = sum(1 for p in side.points[1:] if p.joint.n >= 2 and p.frozen != 0)
+    return f", simultaneous over {m} frozen strategies" if m > 1 else ""
 
 
 def _deepest(side: Side) -> str:
     """ ", the deepest freeze not measurably below full: ..." when it is not the named one."""
-    fine = [p for p in side.points[1:] if p.quality.n >= 2 and p.quality.high >= 100]
+    fine = [p for p in side.points[1:] if p.joint.n >= 2 and p.joint.high >= 100]
     deepest = max(fine, key=lambda p: (p.frozen or 0.0, p.quality.mean), default=None)
     if deepest is None or deepest is side.best:
         return ""
-    q = deepest.quality
+    q = deepest.joint
     return (f"; the deepest freeze not measurably below full is {deepest.strategy} "
             f"({_share(deepest.frozen)} of parameters frozen, {q.mean:.1f}%, 95% CI "
-            f"{q.low:.1f}-{q.high:.1f})")  # fmt: skip
+            f"{q.low:.1f}-{q.high:.1f}{_m(side)})")  # fmt: skip
 
 
 def _share(fraction: float | None) -> str:
@@ -196,13 +240,13 @@ def _sentence(side: Side, floor: str) -> str:
     if best is None:
         return f"{head}: only full fine-tuning succeeded; no frozen strategy to compare{unknown}."
     end = " at the end of training" if best.schedule else ""
-    q, w = best.quality, best.wall
+    q, w = best.joint, best.wall
     reached = (f"the best frozen strategy, {best.strategy} ({_share(best.frozen)} of parameters "
                f"frozen{end}), reaches {q.mean:.1f}% of full fine-tuning")  # fmt: skip
     if q.n < 2:
         return f"{head}: {reached} with one seed: no CI can be given, so no verdict{unknown}."
     time = f" in {w.mean:.2f}x its wall time" if w.n else ""
-    return (f"{head}: {reached} (95% CI {q.low:.1f}-{q.high:.1f}, {q.n} seeds){time}: "
+    return (f"{head}: {reached} (95% CI {q.low:.1f}-{q.high:.1f}{_m(side)}; {q.n} seeds){time}: "
             f"freezing {side.verdict} here{_deepest(side)}{unknown}.")  # fmt: skip
 
 
@@ -220,7 +264,7 @@ def _side(study: str, rows: list[RunRow], baselines: dict, size: int | None) -> 
     sig = signal(ref.mean, ref.ci[0], ref.baseline if floor else None, ref.n)
     lr = dict(ref.context).get("optim.lr")
     fulls = [r for r in rows if r.strategy == ref.strategy and lr in (None, r.lr)]
-    points = _points(rows, fulls, metric)
+    points = _simultaneous(_points(rows, fulls, metric))
     best, verdict = _best([p for p in points[1:] if p.quality.n and p.frozen != 0])
     verdict = verdict if sig.clear else "no signal"
     side = Side(study, label, modality, size, metric, sig, points, best, verdict, "")

@@ -41,16 +41,18 @@ CLAIM = "freezing helps in computer vision but hurts transformers"
 NAMES = {"image": "images", "text": "text"}
 FILES = ("contrast.md", "contrast.html", "contrast.png", "contrast.json")
 HEADERS = ("train size", "strategy", "frozen params", "seeds", "{metric}", "% of full",
-           "95% CI", "wall time / full", "95% CI")  # fmt: skip
+           "95% CI", "simultaneous 95% CI", "wall time / full", "95% CI")  # fmt: skip
 NOTE = (
     "Frozen params = 1 - trainable_params / total_params as each run's result records them "
     "(a schedule, marked 'end': at the end of training). % of full = the main metric (best dev "
     "evaluation) / full fine-tuning's, same seed and training-set size; wall time / full: "
     "training + evaluation time, same pairing. Means over the paired seeds, 95% Student-t "
-    "intervals. A side's verdict (strategies that freeze nothing do not count): helps if some "
-    "frozen strategy's CI is above 100%, hurts if every one's is below, else costs nothing "
-    "measurable; the intervals are not corrected for the number of strategies tried. "
-    f"{SIGNAL_RULE} A side below that cannot answer."
+    "intervals. A side's verdict (strategies that freeze nothing do not count) picks from its "
+    "m frozen strategies with at least 2 seeds, so it reads Bonferroni-simultaneous 95% "
+    "intervals (each at level 1 - 0.05/m, the 'simultaneous 95% CI' column): helps if some "
+    "frozen strategy's interval is above 100%, hurts if every one's is below, else costs "
+    "nothing measurable; the deepest freeze not measurably below full is read from the same "
+    f"intervals. {SIGNAL_RULE} A side below that cannot answer."
 )
 
 
@@ -74,6 +76,7 @@ class Point:
     metric: float  # its main metric, mean over the paired seeds
     quality: Estimate  # % of full fine-tuning's metric, same seed
     wall: Estimate  # its wall time / full fine-tuning's, same seed
+    joint: Estimate  # ``quality`` with the side's Bonferroni-simultaneous interval
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class Side:
     metric: str
     signal: Signal | None  # the trivial-baseline rule on full fine-tuning; None: no full
     points: tuple[Point, ...]  # full fine-tuning first, then by fraction frozen
-    best: Point | None  # the best frozen strategy by mean % of full
+    best: Point | None  # the frozen strategy the verdict names
     verdict: str  # one of VERDICTS, or "no reference", "no signal", "nothing frozen", "one seed"
     sentence: str
 
@@ -123,6 +126,7 @@ def table(sides: list[Side]) -> tuple[str, list[str], list[list[str]]]:
                 str(p.quality.n), "—" if math.isnan(p.metric) else f"{100 * p.metric:.1f}",
                 "—" if math.isnan(p.quality.mean) else f"{p.quality.mean:.1f}%",
                 "ref" if ref else _ci(p.quality, ".1f"),
+                "ref" if ref else _ci(p.joint, ".1f"),
                 "—" if math.isnan(p.wall.mean) else f"{p.wall.mean:.2f}x",
                 "ref" if ref else _ci(p.wall, ".2f"),
             ])  # fmt: skip

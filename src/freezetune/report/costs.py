@@ -8,6 +8,11 @@ kept ``student_pick``-wise, trained with a teacher or without one. The same stud
 without a teacher is the comparison that says whether distillation helped; it is found by
 these settings, never by a strategy's label.
 
+Runs that are *the same model at inference* (every frozen variant of one architecture, LoRA
+merged into it, a student with or without a teacher) share one inference figure: their
+measurements are pooled (:func:`pool`), grouped by :func:`model_key`, and no inference winner
+is named among them.
+
 >>> student_of({"model": {"name": "m"}, "distill": {"teacher": "@full", "student_layers": 3}})
 Student(model='m', layers=3, pick='even', distilled=True)
 >>> student_of({"model": {"name": "m"}}).plain
@@ -24,7 +29,16 @@ from typing import Any
 
 from freezetune.study.store import RunRow
 
-__all__ = ["Cost", "Student", "cost_of", "student_of", "training_wall"]
+__all__ = [
+    "Cost",
+    "Student",
+    "cost_of",
+    "model_key",
+    "pool",
+    "student_of",
+    "training_wall",
+    "training_walls",
+]
 
 NAN = float("nan")
 
@@ -47,6 +61,11 @@ class Student:
     def twin(self) -> tuple[str | None, int | None, str | None]:
         """What the same student with or without a teacher shares."""
         return self.model, self.layers, self.pick
+
+    @property
+    def kind(self) -> str:
+        """The model it leaves for inference, in two words: "whole model", "3-block student"."""
+        return "whole model" if self.layers is None else f"{self.layers}-block student"
 
     def describe(self) -> str:
         """E.g. "the 3-block student of minilm-l6 (evenly spaced blocks kept)"."""
@@ -142,3 +161,30 @@ def training_wall(wall: float, student: Student, cost: Cost) -> float:
     if student.distilled and cost.walls_with_teacher:
         return cost.wall_with_teacher
     return wall
+
+
+def training_walls(walls: tuple[float, ...], student: Student, cost: Cost) -> tuple[float, ...]:
+    """Each seed's training cost (the samples :func:`training_wall` averages)."""
+    if student.distilled and cost.walls_with_teacher:
+        return cost.walls_with_teacher
+    return walls
+
+
+def model_key(student: Student, cost: Cost) -> tuple[Any, ...]:
+    """What makes two measured lines the same model at inference, measured alike: the model
+    and its cut (a teacher changes no weight's shape), the saved model's parameter count
+    (LoRA is saved merged) and the measurement settings."""
+    return student.twin, cost.params, cost.settings
+
+
+def pool(costs: Sequence[Cost]) -> Cost:
+    """The inference measurements of ``costs`` (one model's) as one: every run's, pooled."""
+    first = costs[0]
+    return Cost(
+        examples_per_s=tuple(x for c in costs for x in c.examples_per_s),
+        latency_p50=tuple(x for c in costs for x in c.latency_p50),
+        latency_p90=tuple(x for c in costs for x in c.latency_p90),
+        params=first.params,
+        disk_mb=first.disk_mb,
+        settings=first.settings,
+    )

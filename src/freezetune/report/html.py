@@ -1,5 +1,8 @@
 """``report.html``: one self-contained page (inline CSS, PNGs as data URIs, no scripts, nothing
-fetched). Every string from the data is escaped.
+fetched). Every string from the data is escaped. The answer comes first, at a glance (a headline
+and at most five bullets per context); then the strategies table and the costs table, each in a
+container that scrolls sideways rather than running off a narrow window; then the method note
+and the answer's details; then the plots.
 
 >>> page = render_html("demo", summary, answers, {"pareto": png})  # doctest: +SKIP
 >>> "data:image/png;base64," in page  # doctest: +SKIP
@@ -12,15 +15,18 @@ import base64
 from html import escape
 
 from freezetune.report.answer import KEEP, Answer
-from freezetune.report.cells import INFERENCE, TEACHER, columns, table_cells
+from freezetune.report.cells import INFERENCE, TEACHER, cost_cells, cost_columns, table_cells
 from freezetune.report.plots import PLOTS
-from freezetune.report.rules import DISAGREE, SIGNAL_RULE
+from freezetune.report.rules import DISAGREE, MULTIPLE, SIGNAL_RULE
 from freezetune.report.tables import Summary
+from freezetune.report.verdicts import CHEAPEST_RULE
 
-__all__ = ["SPEED_TITLE", "method_note", "render_html"]
+__all__ = ["DETAILS_TITLE", "SPEED_TITLE", "details", "method_note", "render_html"]
 
-#: the heading of the answer's part about training and inference cost
+#: the heading of the answer's part about training and inference cost (in its details)
 SPEED_TITLE = "Training and inference cost"
+#: the heading of the answer's sentences that are not among its bullets
+DETAILS_TITLE = "The answer in detail"
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
@@ -31,10 +37,14 @@ dl.facts { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1.
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .answer { background: #f4f8fb; border-left: 4px solid #3b7dd8; padding: 0.6em 1.1em; }
 .answer p.headline { font-weight: 600; }
-.answer h4 { margin: 0.9em 0 0.2em; font-size: 1em; }
+.answer ul { margin: 0.3em 0 0.6em; padding-left: 1.3em; }
+.details h4 { margin: 0.9em 0 0.2em; font-size: 1em; }
+.details { color: #333; font-size: 0.92em; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.88em; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; }
 td { white-space: nowrap; }
+td:first-child { white-space: normal; min-width: 9em; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 tr.ref td { background: #fffbe6; }
 tr.baseline td { background: #f3f3f3; color: #555; font-style: italic; }
@@ -49,28 +59,51 @@ figcaption { color: #555; font-size: 0.9em; }
 def _table(
     headers: list[str], rows: list[list[str]], classes: list[str] | None = None, kind: str = ""
 ) -> str:
+    """A table in a container that scrolls sideways when the table is wider than the page."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{escape(classes[i])}"' if classes and classes[i] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
     table = f'<table class="{escape(kind)}">' if kind else "<table>"
-    return f"{table}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="scroll">{table}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _items(sentences: tuple[str, ...] | list[str]) -> str:
+    return "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in sentences) + "</ul>"
 
 
 def _answers(answers: list[Answer]) -> str:
+    """Each answer at a glance: its headline and bullets."""
     parts = []
     for answer in answers:
         title = f"<h3>{escape(answer.context)}</h3>" if answer.context else ""
-        sentences = "".join(f"<p>{escape(s)}</p>" for s in answer.sentences)
-        if answer.speed is not None:
-            sentences += f"<h4>{escape(SPEED_TITLE)}</h4>"
-            sentences += "".join(f"<p>{escape(s)}</p>" for s in answer.speed.sentences)
+        bullets = _items(answer.bullets) if answer.bullets else ""
         parts.append(
             f'<div class="answer">{title}<p class="headline">{escape(answer.headline)}</p>'
-            f"{sentences}</div>"
+            f"{bullets}</div>"
         )
     return "\n".join(parts)
+
+
+def details(answer: Answer) -> tuple[list[str], list[str]]:
+    """The answer's sentences that are not bullets: its own, and those of its speed part."""
+    speed = answer.speed.sentences if answer.speed else ()
+    own = [s for s in answer.details if s not in speed]
+    return own, [s for s in answer.details if s in speed]
+
+
+def _details(answers: list[Answer]) -> str:
+    parts = []
+    for answer in answers:
+        own, speed = details(answer)
+        title = f"<h4>{escape(answer.context)}</h4>" if answer.context and len(answers) > 1 else ""
+        more = f"<h4>{escape(SPEED_TITLE)}</h4>{_items(speed)}" if speed else ""
+        parts.append(f"{title}{_items(own) if own else ''}{more}")
+    return f'<h3>{escape(DETAILS_TITLE)}</h3><div class="details">{"".join(parts)}</div>'
 
 
 def _figures(images: dict[str, bytes]) -> str:
@@ -102,6 +135,7 @@ def render_html(
 ) -> str:
     """The whole report page as one string."""
     headers, cells, classes = table_cells(summary)
+    cost_headers, costs, cost_classes = cost_cells(summary)
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in summary.facts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -114,7 +148,11 @@ def render_html(
 {_answers(answers)}
 <h2>Strategies</h2>
 {_table(headers, cells, classes)}
+<h2>Costs</h2>
+{_table(cost_headers, costs, cost_classes)}
+<h2>Method</h2>
 <p class="note">{escape(method_note(summary))}</p>
+{_details(answers)}
 <h2>Plots</h2>
 {_figures(images)}
 {_failures(summary)}
@@ -123,19 +161,22 @@ def render_html(
 
 
 def method_note(summary: Summary) -> str:
-    """How every number of the table is computed, and the rules the answer follows."""
+    """How every number of the tables is computed, and the rules the answer follows."""
     return (
         f"{summary.metric} is the best dev-set evaluation of each run (the saved model), x100. "
         "Mean ± sample std over seeds; 95% CI from Student's t. Δ and % compare with the full "
-        "fine-tuning line in the same context (highlighted); p is Welch's two-sided t-test "
-        "against it. The trivial baseline (grey row) is a constant prediction scored by the "
-        "same metric code on the same dev examples: the majority class for classification "
-        "(MCC 0), the labels' mean for regression (Pearson and Spearman 0). % of full's gain = "
-        "(score - baseline) / (full - baseline): the share of what full fine-tuning learned "
-        "beyond the baseline that a strategy keeps, with Fieller's 95% CI (seed noise on both "
-        f"sides); rows below the baseline are marked. The answer's thresholds (keeps >= "
-        f"{KEEP:.0%}) use the gain when the baseline is known, and say so where it and raw % "
-        f"disagree by more than {100 * DISAGREE:.0f} points. {SIGNAL_RULE} "
+        "fine-tuning line in the same context (highlighted); p (Welch) is Welch's two-sided "
+        "t-test (unequal variances) against it, p (Holm) the same p Holm-adjusted (step-down) "
+        "over the strategies compared with that full line. The trivial baseline (grey row) is a "
+        "constant prediction scored by the same metric code on the same dev examples: the "
+        "majority class for classification (MCC 0), the labels' mean for regression (Pearson "
+        "and Spearman 0). "
+        "% of full's gain = (score - baseline) / (full - baseline): the share of what full "
+        "fine-tuning learned beyond the baseline that a strategy keeps, with Fieller's 95% CI "
+        "(seed noise on both sides); rows below the baseline are marked. The answer's "
+        f"thresholds (keeps >= {KEEP:.0%}) use the gain when the baseline is known (else the "
+        f"raw %, with its own Fieller CI), and say so where the gain and raw % disagree by more "
+        f"than {100 * DISAGREE:.0f} points. {MULTIPLE} {SIGNAL_RULE} {CHEAPEST_RULE} "
         "Wall time = training + evaluation (model loading excluded); speedup = full "
         "wall time / this wall time. Frozen units count the embeddings as 1 (for schedules: "
         "at the end of training). Rows are ordered by frozen units." + _cost_note(summary)
@@ -143,8 +184,8 @@ def method_note(summary: Summary) -> str:
 
 
 def _cost_note(summary: Summary) -> str:
-    """How the inference and teacher columns are computed, when the table shows them."""
-    shown, note = columns(summary), ""
+    """How the inference and teacher columns are computed, when the costs table shows them."""
+    shown, note = cost_columns(summary), ""
     if TEACHER in shown:
         note += (
             " Wall time incl. teacher = a distilled student's wall time + its teacher's "
@@ -156,7 +197,10 @@ def _cost_note(summary: Summary) -> str:
             "training, warmed up, under torch.inference_mode() with the thread count recorded: "
             "examples/s is one pass over the dev set at the eval batch size (padding excluded "
             "from the clock), latency p50 the median over single dev examples (batch 1), params "
-            "the saved model's; inference speedup = this examples/s / full's. Means over seeds; "
-            "the speeds compare rows of this study, not machines."
+            "the saved model's; inference speedup = this examples/s / full's. Strategies that "
+            "are the same model at inference (frozen variants of one architecture, LoRA merged, "
+            "a student with or without its teacher) show one figure, pooled over all their "
+            "runs; the model-at-inference column names the model and how many rows share it. "
+            "The speeds compare rows of this study, not machines."
         )
     return note

@@ -1,4 +1,5 @@
-"""``report.md``: the same tables and answer as the HTML page, plots linked as files.
+"""``report.md``: the same answer (headline and bullets), tables, method note and the answer's
+details as the HTML page, plots linked as files.
 
 >>> print(_md_table(["a", "b"], [["1", "2"]]))
 | a | b |
@@ -9,8 +10,8 @@
 from __future__ import annotations
 
 from freezetune.report.answer import Answer
-from freezetune.report.cells import table_cells
-from freezetune.report.html import SPEED_TITLE, method_note
+from freezetune.report.cells import cost_cells, table_cells
+from freezetune.report.html import DETAILS_TITLE, SPEED_TITLE, details, method_note
 from freezetune.report.plots import PLOTS
 from freezetune.report.tables import Summary
 
@@ -24,6 +25,17 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([row(headers), "|" + "---|" * len(headers), *(row(r) for r in rows)])
 
 
+def _details(answers: list[Answer]) -> list[str]:
+    out = [f"### {DETAILS_TITLE}", ""]
+    for answer in answers:
+        own, speed = details(answer)
+        if answer.context and len(answers) > 1:
+            out += [f"#### {answer.context}", ""]
+        out += [*(f"- {s}" for s in own), ""] if own else []
+        out += [f"*{SPEED_TITLE}*", "", *(f"- {s}" for s in speed), ""] if speed else []
+    return out
+
+
 def render_markdown(
     name: str, summary: Summary, answers: list[Answer], plots: dict[str, str]
 ) -> str:
@@ -34,11 +46,12 @@ def render_markdown(
     for answer in answers:
         if answer.context:
             out += [f"### {answer.context}", ""]
-        out += [f"**{answer.headline}**", "", *(f"- {s}" for s in answer.sentences), ""]
-        if answer.speed is not None:
-            out += [f"*{SPEED_TITLE}*", "", *(f"- {s}" for s in answer.speed.sentences), ""]
+        out += [f"**{answer.headline}**", "", *(f"- {s}" for s in answer.bullets), ""]
     headers, cells, _ = table_cells(summary)
-    out += ["## Strategies", "", _md_table(headers, cells), "", method_note(summary), ""]
+    out += ["## Strategies", "", _md_table(headers, cells), ""]
+    headers, cells, _ = cost_cells(summary)
+    out += ["## Costs", "", _md_table(headers, cells), ""]
+    out += ["## Method", "", method_note(summary), "", *_details(answers)]
     if plots:
         out += ["## Plots", ""]
         out += [f"![{PLOTS[n][1] if n in PLOTS else n}]({path})" for n, path in plots.items()]

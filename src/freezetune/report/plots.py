@@ -141,20 +141,21 @@ def _with_teachers(ax: Any, lines: list[Line]) -> None:
 
 
 def plot_inference(summary: Summary) -> bytes | None:
-    """Each strategy's metric vs its saved model's inference examples/s (± std over seeds); the
+    """Each strategy's metric vs its saved model's inference examples/s (± std over the runs of
+    the same model: strategies that are one model at inference share one pooled figure); the
     Pareto front (faster and more accurate is better) as a step line."""
-    lines = [line for line in summary.lines if line.n and line.cost.measured]
+    lines = [line for line in summary.lines if line.n and line.inference.measured]
     if not lines:
         return None
     fig, ax = _figure((SIZE[0], SIZE[1] + 0.25 * ((len(lines) + 3) // 2)))  # legend below
     colors = _colors([line.label for line in lines])
     for line in lines:  # strategies of one model run at about one speed: a legend, not labels
-        xerr = _std(list(line.cost.examples_per_s))
-        ax.errorbar(line.cost.speed, 100 * line.mean, xerr=xerr, yerr=_err(line.std), fmt="o",
+        xerr = _std(list(line.inference.examples_per_s))
+        ax.errorbar(line.inference.speed, 100 * line.mean, xerr=xerr, yerr=_err(line.std), fmt="o",
                     capsize=3, color=colors[line.label], label=line.label)  # fmt: skip
-    found = pareto_front([(-line.cost.speed, line.mean) for line in lines])
-    front = sorted((lines[i] for i in found), key=lambda line: line.cost.speed)
-    xs, ys = [line.cost.speed for line in front], [100 * line.mean for line in front]
+    found = pareto_front([(-line.inference.speed, line.mean) for line in lines])
+    front = sorted((lines[i] for i in found), key=lambda line: line.inference.speed)
+    xs, ys = [line.inference.speed for line in front], [100 * line.mean for line in front]
     ax.step(xs, ys, where="pre", color="black", alpha=0.6)
     ax.plot(xs, ys, "s", mfc="none", ms=12, color="black", alpha=0.6, label="Pareto front")
     _baselines(ax, summary)
@@ -246,8 +247,9 @@ PLOTS = {
     "inference": (
         plot_inference,
         "Metric vs the saved model's inference examples/s (measured alike in every run; a "
-        "ratio between rows, not an absolute speed); the line is the Pareto front; dashed: the "
-        "trivial baseline.",
+        "ratio between rows, not an absolute speed; strategies that are the same model at "
+        "inference share one figure, pooled over their runs); the line is the Pareto front; "
+        "dashed: the trivial baseline.",
     ),
     "timeline": (plot_timeline, "Freezing timeline of adaptive strategies."),
     "curves": (plot_curves, "Learning curves: dev metric vs training wall time."),

@@ -10,6 +10,13 @@ report; later a contrast report over two studies).
   half of full's own gain (so the seeds' noise is at most half of what there is to keep, and a
   share of that gain means something). Under that, the answer says it cannot tell strategies
   apart, why, and what would help.
+- **A threshold holds for its interval, not only its point.** "Keeps >= 90%" is claimed only
+  where the lower end of the share's 95% interval (Fieller's, :func:`retention_ci`) clears it
+  (:func:`confirmed`); a point above with an interval reaching below is said to be unconfirmed.
+- **Verdicts that pick from several strategies survive the picking.** "Indistinguishable from"
+  and "significantly different from" full fine-tuning read Welch's p Holm-adjusted over the
+  strategies compared with it; a contrast's helps / hurts / costs-nothing rule reads
+  Bonferroni-simultaneous intervals over the strategies it picks from (:data:`MULTIPLE`).
 - **Two readings that disagree are pointed out** (by more than ``DISAGREE``), and so are lines
   that score below the baseline, and a full fine-tuning that closed less than ``LITTLE`` of the
   way from the baseline to a perfect score (:func:`headroom`): there was little to keep.
@@ -32,14 +39,18 @@ __all__ = [
     "KEEP",
     "LITTLE",
     "MARGIN",
+    "MULTIPLE",
     "PERFECT",
     "SIGNAL_RULE",
     "Signal",
     "below_baseline",
+    "confirmed",
     "disagreements",
     "headroom",
+    "holds",
     "keeps",
     "retention",
+    "retention_ci",
     "signal",
 ]
 
@@ -55,6 +66,13 @@ SIGNAL_RULE = (
     f"Strategies are ranked only when the lower end of full fine-tuning's 95% CI is above the "
     f"trivial baseline by at least {100 * MARGIN:g} points and by at least "
     f"{NOISE_SHARE:.0%} of full's gain over it."
+)
+MULTIPLE = (
+    "The answer's verdicts survive the choices they pick from: 'indistinguishable from' and "
+    "'significantly different from' full fine-tuning read Welch's p Holm-adjusted over the "
+    "strategies compared with it in the same context (p (Holm)), not the uncorrected p; a "
+    f"'keeps >= {KEEP:.0%}' claim needs the lower end of its 95% CI above {KEEP:.0%} (above it "
+    "by the point estimate alone, it is said to be unconfirmed)."
 )
 HELP = (
     "What would help: more training data (--max-train-samples), more epochs, a stronger "
@@ -121,6 +139,26 @@ def retention(line: Line) -> float | None:
     """The share of full fine-tuning a line keeps, as thresholds read it: of full's gain over
     the baseline when known, else the raw ratio."""
     return line.gain if line.gain is not None else line.relative
+
+
+def retention_ci(line: Line) -> tuple[float, float]:
+    """The 95% interval of :func:`retention`: of the gain when the baseline is known, else of
+    the raw ratio (NaN: under 2 seeds)."""
+    return line.gain_ci if line.gain is not None else line.relative_ci
+
+
+def holds(line: Line, keep: float = KEEP) -> bool:
+    """Whether ``line`` keeps ``keep`` of full fine-tuning by its interval, not only its point
+    (full fine-tuning itself keeps all of itself)."""
+    if line.reference == line.label:
+        return True
+    share = retention(line)
+    return share is not None and share >= keep and retention_ci(line)[0] >= keep
+
+
+def confirmed(lines: list[Line], keep: float = KEEP) -> list[Line]:
+    """The lines of :func:`keeps` whose interval's lower end also clears ``keep``."""
+    return [line for line in keeps(lines, keep) if holds(line, keep)]
 
 
 def keeps(lines: list[Line], keep: float = KEEP) -> list[Line]:

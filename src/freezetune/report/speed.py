@@ -3,14 +3,20 @@ from the table's lines of one context (pure functions of them).
 
 - **Best accuracy per second** is read as: the fastest among the strategies whose metric is
   not significantly below the most accurate one's (Welch's two-sided t-test against it,
-  p >= ``ALPHA``; the most accurate itself included). Per training second, the fastest is the
-  least wall time per run, a distilled student's counting its teacher's; per inference second,
-  the most dev-set examples/s of the saved model. No ratio of accuracy to seconds is formed:
-  a constant prediction would win it.
+  Holm-adjusted over the others, p >= ``ALPHA``; the most accurate itself included) and that
+  keep >= 90% of full fine-tuning by their 95% CI (:func:`~freezetune.report.rules.holds`:
+  with few seeds, "not significantly below" alone admits much worse strategies). No ratio of
+  accuracy to seconds is formed: a constant prediction would win it.
+- **A training-time winner** is named only when its time is below every rival's beyond the
+  run-to-run noise the study measured: Welch's t-test on the seeds' wall times (a distilled
+  student's counting its teacher's), Holm-adjusted over the rivals, p < ``ALPHA``
+  (:func:`least_training`). Otherwise the strategies within that noise are listed.
+- **An inference winner** is named only between different models: strategies that are the same
+  model at inference (:func:`~freezetune.report.costs.model_key`) share one pooled figure and
+  are said to be one model; between models, the same noise rule on the runs' examples/s.
 - **The Pareto front** of the metric against inference examples/s, by the means.
-- **Distillation** is judged against the same student without a teacher (same model, blocks
-  kept, freeze and settings; :class:`~freezetune.report.costs.Student`): the difference, its
-  Welch 95% interval and p, said to have helped or hurt only when significant.
+- **Distillation** is judged against the same student without a teacher
+  (:mod:`freezetune.report.distillation`).
 
 Nothing is said without data: no inference measured and no distilled run, no answer; no
 undistilled twin, no comparison. Without signal (:mod:`freezetune.report.rules`), no strategy
@@ -22,35 +28,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from freezetune.report.costs import training_wall
-from freezetune.report.rules import ALPHA
-from freezetune.report.stats import pareto_front, welch_ci, welch_p
+from freezetune.report.costs import model_key, training_wall, training_walls
+from freezetune.report.distillation import Comparison, compare_distilled, distillation
+from freezetune.report.rules import ALPHA, KEEP, holds
+from freezetune.report.stats import holm, least, pareto_front, welch_p
 from freezetune.report.tables import Line
 
-__all__ = ["Comparison", "SpeedAnswer", "compare_distilled", "speed_answer", "tied_with_best"]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A distilled student against the same student trained without a teacher."""
-
-    distilled: str  # label
-    plain: str  # label
-    diff: float  # distilled mean - plain mean (metric units)
-    ci: tuple[float, float]  # Welch's 95% interval of the difference (NaN under 2 seeds)
-    p_value: float | None  # Welch's two-sided t-test; None under 2 seeds a side
-    verdict: str  # "helped", "hurt", "no significant difference" or "untested"
+__all__ = [
+    "Comparison",
+    "SpeedAnswer",
+    "compare_distilled",
+    "least_training",
+    "speed_answer",
+    "tied_with_best",
+]
 
 
 @dataclass(frozen=True)
 class SpeedAnswer:
     sentences: tuple[str, ...]
     best: str | None  # the most accurate line (by the mean)
-    tied: tuple[str, ...]  # not significantly below it (itself included); () untestable
-    fastest_train: str | None  # among ``tied``: the least training wall time
-    fastest_inference: str | None  # among ``tied``: the most inference examples/s
+    tied: tuple[str, ...]  # not significantly below it, keeping KEEP of full; () untestable
+    fastest_train: str | None  # among ``tied``: the least training time, beyond the noise
+    fastest_inference: str | None  # among ``tied``: the fastest model, beyond the noise
     front: tuple[str, ...]  # metric vs inference examples/s Pareto front, slowest first
     comparisons: tuple[Comparison, ...] = ()
+    bullets: tuple[str, ...] = ()  # the verdicts among ``sentences``: inference, distillation
+    inference: str = ""  # the inference verdict among them ("": nothing measured)
 
 
 def _x100(value: float) -> str:
@@ -66,17 +70,32 @@ def _names(labels: list[str]) -> str:
 
 
 def tied_with_best(lines: list[Line]) -> tuple[Line, list[Line] | None]:
-    """The most accurate line and those Welch's test cannot put below it (itself first);
-    None when nothing can be tested (one seed)."""
+    """The most accurate line and those Welch's test, Holm-adjusted over the others, cannot
+    put below it (itself first); None when nothing can be tested (one seed)."""
     best = max(lines, key=lambda line: line.mean)
-    tested = [(x, welch_p(x.values, best.values)) for x in lines if x is not best]
-    if not any(p is not None for _, p in tested):
+    others = [x for x in lines if x is not best]
+    found = holm([welch_p(x.values, best.values) for x in others])
+    if not any(p is not None for p in found):
         return best, None
-    return best, [best, *(x for x, p in tested if p is not None and p >= ALPHA)]
+    return best, [best, *(x for x, p in zip(others, found, strict=True) if p is not None
+                          and p >= ALPHA)]  # fmt: skip
 
 
 def _train_s(line: Line) -> float:
     return training_wall(line.wall, line.student, line.cost)
+
+
+def _train_runs(line: Line) -> tuple[float, ...]:
+    walls = training_walls(line.walls, line.student, line.cost)
+    return tuple(x for x in walls if math.isfinite(x))
+
+
+def least_training(lines: list[Line]) -> tuple[Line, list[Line]]:
+    """The line with the least mean training time, and the others not slower than it beyond
+    the run-to-run noise (Welch on the seeds' times, Holm-adjusted; untestable counts as not
+    slower). No others: a winner."""
+    best, within = least([_train_runs(x) for x in lines], ALPHA)
+    return lines[best], [lines[i] for i in within]
 
 
 def _trains(line: Line, full: Line | None) -> str:
@@ -93,15 +112,75 @@ def _trains(line: Line, full: Line | None) -> str:
     return f"{line.label}, {seconds:.1f} s per run{teacher}{vs}"
 
 
+def _within(best: Line, within: list[Line]) -> str:
+    """E.g. "bottom:3 (19.6 s) and bottom:4 (19.9 s)"."""
+    return _names([f"{x.label} ({_train_s(x):.1f} s)" for x in (best, *within)])
+
+
+def _train_clause(group: list[Line], full: Line | None) -> tuple[str, Line | None]:
+    """The training-time verdict over ``group`` (a clause), and its winner if there is one."""
+    best, within = least_training(group)
+    if not within:
+        return f"{_trains(best, full)}, beyond the run-to-run noise", best
+    if all(len(_train_runs(x)) < 2 for x in group):
+        return (
+            f"the least training time is {_trains(best, full)}, but with one run per strategy "
+            "the run-to-run noise is unmeasured, so none is named fastest"
+        ), None
+    return f"no single fastest: {_within(best, within)} are within run-to-run noise", None
+
+
 def _runs(line: Line) -> str:
     """E.g. "bottom:4, 2,400 examples/s (2.40x full), batch-1 latency p50 3.1 ms, 10,000
-    parameters"."""
+    parameters" (the figures of its model, pooled over every run of that model)."""
     ref = line.reference == line.label
     vs = f" ({line.inference_speedup:.2f}x full)" if line.inference_speedup and not ref else ""
-    params = f", {line.cost.params:,} parameters" if line.cost.params is not None else ""
-    latency = line.cost.latency
+    params = f", {line.inference.params:,} parameters" if line.inference.params is not None else ""
+    latency = line.inference.latency
     p50 = f", batch-1 latency p50 {latency:.3g} ms" if not math.isnan(latency) else ""
-    return f"{line.label}, {_rate(line.cost.speed)} examples/s{vs}{p50}{params}"
+    return f"{line.label}, {_rate(line.inference.speed)} examples/s{vs}{p50}{params}"
+
+
+def _models(group: list[Line]) -> list[list[Line]]:
+    """The measured lines of ``group`` by the model they are at inference, most accurate first
+    within each."""
+    models: dict[tuple, list[Line]] = {}
+    for x in sorted(group, key=lambda x: -x.mean):
+        if x.inference.measured:
+            models.setdefault(model_key(x.student, x.cost), []).append(x)
+    return list(models.values())
+
+
+def _inference(group: list[Line], who: str) -> tuple[str, Line | None]:
+    """The inference verdict over ``group`` (``who`` names it), and its winner if any."""
+    models = _models(group)
+    if not models:
+        return "", None
+    if len(models) == 1:
+        one = models[0][0].inference
+        params = f"{one.params:,} parameters; " if one.params is not None else ""
+        return (
+            f"At inference, {who} {'are' if len(models[0]) > 1 else 'is'} one model "
+            f"({params}{_rate(one.speed)} examples/s, pooled over its "
+            f"{len(one.examples_per_s)} runs): no inference winner.",
+            None,
+        )
+    best, within = least([tuple(-v for v in m[0].inference.examples_per_s) for m in models])
+    top = models[best][0]
+    same = [x.label for x in models[best][1:]]
+    also = f" (the same model as {_names(same)})" if same else ""
+    if not within:
+        return (
+            f"Per inference second: {_runs(top)}{also}, faster than every other model here "
+            "beyond the run-to-run noise.",
+            top,
+        )
+    rivals = [models[i][0] for i in within]
+    listed = _names([f"{x.label} ({_rate(x.inference.speed)}/s)" for x in (top, *rivals)])
+    return (
+        f"Per inference second, no model is fastest beyond the run-to-run noise: {listed}.",
+        None,
+    )
 
 
 def _measurement(lines: list[Line]) -> str:
@@ -125,20 +204,14 @@ class _Ranking:
     sentences: list[str]
     best: Line  # the most accurate, by the mean
     tied: list[Line] | None  # not significantly below it; None: nothing is ranked
-    train: Line | None  # the fastest of ``tied`` to train (None: nothing is ranked)
-    infer: Line | None  # the fastest of ``tied`` at inference (None: none measured)
-
-
-def _fastest(group: list[Line]) -> tuple[Line, Line | None]:
-    """The least training wall time and the most inference examples/s in ``group``."""
-    measured = [x for x in group if x.cost.measured]
-    return min(group, key=_train_s), max(measured, key=lambda x: x.cost.speed, default=None)
+    train: Line | None  # the fastest of ``tied`` to train, beyond the noise
+    infer: Line | None  # the fastest model of ``tied`` at inference, beyond the noise
+    inference: str  # the inference verdict ("" when nothing was measured)
 
 
 def _unranked(lines: list[Line], metric: str, signal: bool | None, full: Line | None) -> _Ranking:
     """No signal or no seeds to test: the speeds alone, and why nothing is named best."""
     best, _ = tied_with_best(lines)
-    train, infer = _fastest(lines)
     seeds = (
         "per strategy"
         if all(x.n < 2 for x in lines)
@@ -153,117 +226,54 @@ def _unranked(lines: list[Line], metric: str, signal: bool | None, full: Line | 
         else f"Which strategies are as accurate as the most accurate, {best.label} "
         f"({_x100(best.mean)}), can't be tested with one seed {seeds}"
     )
-    fast = f"the fastest to train is {_trains(train, full)}"
-    fast += f", and the fastest at inference {_runs(infer)}" if infer else ""
-    return _Ranking([f"{why}; by speed alone, {fast}."], best, None, None, None)
+    clause, train = _train_clause(lines, full)
+    fast = f"the fastest to train is {clause}" if train else clause
+    inference, _ = _inference(lines, "every strategy here")
+    said = [f"{why}; by speed alone, {fast}.", *([inference] if inference else [])]
+    return _Ranking(said, best, None, None, None, inference)
 
 
 def _ranking(lines: list[Line], metric: str, signal: bool | None, full: Line | None) -> _Ranking:
     best, tied = tied_with_best(lines)
     if signal is False or tied is None:
         return _unranked(lines, metric, signal, full)
+    tied = [x for x in tied if x is best or holds(x)]
     members = (
-        f"{best.label} alone, every other strategy being significantly below it"
+        f"{best.label} alone, every other strategy being significantly below it or not "
+        f"keeping {KEEP:.0%} of full fine-tuning by its CI"
         if len(tied) == 1
         else _names([x.label for x in tied])
     )
-    train, infer = _fastest(tied)
     taught = any(x.student.distilled for x in tied)
+    clause, train = _train_clause(tied, full)
+    inference, infer = _inference(tied, "the strategies as accurate as the most accurate")
     said = [
         f"Best {metric} per second is read here as the fastest among the strategies whose "
         f"{metric} is not significantly below that of the most accurate, {best.label} "
-        f"({_x100(best.mean)}; Welch's two-sided t-test against it, p >= {ALPHA}): {members}.",
+        f"({_x100(best.mean)}; Welch's two-sided t-test against it, Holm-adjusted, "
+        f"p >= {ALPHA}) and that keep >= {KEEP:.0%} of full fine-tuning by their 95% CI: "
+        f"{members}.",
         "Per training second"
         + (" (a distilled student's time counting its teacher's)" if taught else "")
-        + f": {_trains(train, full)}.",
+        + f": {clause}.",
+        *([inference] if inference else []),
     ]
-    if infer is not None:
-        said.append(f"Per inference second: {_runs(infer)}.")
-    return _Ranking(said, best, tied, train, infer)
+    return _Ranking(said, best, tied, train, infer, inference)
 
 
 def _front(lines: list[Line], metric: str) -> tuple[list[str], list[Line]]:
-    measured = [x for x in lines if x.cost.measured and not math.isnan(x.mean)]
+    measured = [x for x in lines if x.inference.measured and not math.isnan(x.mean)]
     if len(measured) < 2:
         return [], []
-    front = [measured[i] for i in pareto_front([(-x.cost.speed, x.mean) for x in measured])]
+    front = [measured[i] for i in pareto_front([(-x.inference.speed, x.mean) for x in measured])]
     front.reverse()  # pareto_front sorts by cost (-speed): fastest first; show slowest first
-    listed = ", ".join(f"{x.label} ({_x100(x.mean)} at {_rate(x.cost.speed)}/s)" for x in front)
+    listed = ", ".join(
+        f"{x.label} ({_x100(x.mean)} at {_rate(x.inference.speed)}/s)" for x in front
+    )
     return [
         f"On the Pareto front of {metric} against inference examples/s (by the means: no other "
         f"strategy is at least as fast and at least as accurate): {listed}."
     ], front
-
-
-def compare_distilled(distilled: Line, plain: Line) -> Comparison:
-    """``distilled`` against ``plain``, the same student without a teacher."""
-    diff, low, high = welch_ci(distilled.values, plain.values)
-    p = welch_p(distilled.values, plain.values)
-    verdict = (
-        "untested"
-        if p is None
-        else "no significant difference"
-        if p >= ALPHA or diff == 0
-        else "helped"
-        if diff > 0
-        else "hurt"
-    )
-    return Comparison(distilled.label, plain.label, diff, (low, high), p, verdict)
-
-
-def _seeds(n: int) -> str:
-    return f"{n} seed" + ("s" if n != 1 else "")
-
-
-def _pts(value: float) -> str:
-    return f"{100 * value:+.1f}"
-
-
-def _compared(c: Comparison, d: Line, u: Line, metric: str) -> list[str]:
-    def score(x: Line) -> str:
-        return _x100(x.mean) + (f" ± {100 * x.std:.1f}" if x.n > 1 else "")
-
-    said = (
-        f"Distillation against plain fine-tuning of the same student, "
-        f"{d.student.describe()} with freeze {d.freeze}: {d.label} scores {metric} {score(d)} "
-        f"({_seeds(d.n)}) against {score(u)} ({_seeds(u.n)}) for {u.label}, {_pts(c.diff)} points"
-    )
-    if c.verdict == "untested":
-        said += "; with fewer than 2 seeds on a side the difference can't be tested."
-    else:
-        said += (
-            f" (95% CI {_pts(c.ci[0])} to {_pts(c.ci[1])}; Welch p = {c.p_value:.3g}): "
-            + {
-                "helped": "distillation helped, significantly.",
-                "hurt": "distillation hurt, significantly.",
-                "no significant difference": "no significant difference either way "
-                f"(p >= {ALPHA}; with few seeds the test has little power).",
-            }[c.verdict]
-        )
-    teacher = d.cost.wall_with_teacher
-    cost = (
-        f"{d.wall:.1f} s, {teacher:.1f} s counting its teacher's training"
-        if not math.isnan(teacher)
-        else f"{d.wall:.1f} s (its teacher's training time is not recorded)"
-    )
-    return [said, f"The distilled student trained in {cost}; without a teacher, {u.wall:.1f} s."]
-
-
-def _distillation(lines: list[Line], metric: str) -> tuple[list[str], list[Comparison]]:
-    plain = {(x.student.twin, x.freeze, x.context): x for x in lines if not x.student.distilled}
-    said, found = [], []
-    for d in (x for x in lines if x.student.distilled):
-        u = plain.get((d.student.twin, d.freeze, d.context))
-        if u is None:
-            said.append(
-                f"No run of this study fine-tunes {d.student.describe()} without a teacher "
-                f"(with freeze {d.freeze} and the same settings), so distillation's effect on "
-                f"{d.label} is not measured."
-            )
-            continue
-        found.append(compare_distilled(d, u))
-        said += _compared(found[-1], d, u, metric)
-    return said, found
 
 
 def speed_answer(lines: list[Line], metric: str, signal: bool | None) -> SpeedAnswer | None:
@@ -276,7 +286,7 @@ def speed_answer(lines: list[Line], metric: str, signal: bool | None) -> SpeedAn
     full = next((x for x in done if x.is_full and x.reference == x.label), None)
     ranked = _ranking(done, metric, signal, full)
     front_said, front = _front(done, metric) if ranked.tied is not None else ([], [])
-    distil_said, comparisons = _distillation(done, metric)
+    distil_said, verdicts, comparisons = distillation(done, metric)
     head = [_measurement(measured)] if measured else []
     return SpeedAnswer(
         sentences=tuple(head + ranked.sentences + front_said + distil_said),
@@ -286,4 +296,6 @@ def speed_answer(lines: list[Line], metric: str, signal: bool | None) -> SpeedAn
         fastest_inference=ranked.infer.label if ranked.infer else None,
         front=tuple(x.label for x in front),
         comparisons=tuple(comparisons),
+        bullets=tuple(([ranked.inference] if ranked.inference else []) + verdicts),
+        inference=ranked.inference,
     )

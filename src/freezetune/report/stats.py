@@ -1,5 +1,8 @@
 """The report's statistics over seeds: mean and Student-t interval, Welch's t-test, Fieller's
-interval for a ratio of means, Welch's interval for a difference of means, and the Pareto front. Pure functions of numbers.
+interval for a ratio of means, Welch's interval for a difference of means, the Pareto front,
+and the multiple-comparison corrections the answers' verdicts use: Holm's step-down adjusted
+p-values (:func:`holm`), Bonferroni-simultaneous intervals (:func:`simultaneous`) and the
+least of several noisy samples (:func:`least`). Pure functions of numbers.
 
 >>> [round(x, 4) for x in mean_ci([0.8, 0.9, 1.0])]  # mean, std, 95% Student-t interval
 [0.9, 0.1, 0.6516, 1.1484]
@@ -9,10 +12,21 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 
 from scipy import stats
 
-__all__ = ["NAN", "mean_ci", "pareto_front", "ratio_ci", "welch_ci", "welch_p"]
+__all__ = [
+    "NAN",
+    "holm",
+    "least",
+    "mean_ci",
+    "pareto_front",
+    "ratio_ci",
+    "simultaneous",
+    "welch_ci",
+    "welch_p",
+]
 
 NAN = float("nan")
 
@@ -32,16 +46,20 @@ def mean_ci(
 
 
 def welch_p(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
-    """Two-sided Welch's t-test p-value; None when either side has fewer than 2 values.
+    """Two-sided Welch's t-test p-value (scipy's ``ttest_ind(equal_var=False)``, computed here
+    so that a side that does not vary is exact); None when either side has fewer than 2 values.
 
     >>> welch_p((1.0, 1.0), (1.0, 1.0)), welch_p((1.0,), (2.0, 3.0))
     (1.0, None)
     """
     if len(a) < 2 or len(b) < 2:
         return None
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
-        return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    var_a, var_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if var_a + var_b == 0:
+        return 1.0 if diff == 0 else 0.0
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    return float(2 * stats.t.sf(abs(diff) / math.sqrt(var_a + var_b), df))
 
 
 def welch_ci(
@@ -107,3 +125,50 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
         if not dominated and not (math.isnan(cost) or math.isnan(value)):
             front.append(i)
     return sorted(front, key=lambda i: points[i])
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values over the family of the tests that were made (None:
+    not tested, not counted, stays None). The i-th smallest of m p-values is multiplied by
+    m - i (i from 0), running maxima keep the order, and 1 caps them: rejecting where the
+    adjusted p < alpha keeps the chance of any false rejection under alpha.
+
+    >>> [None if p is None else round(p, 3) for p in holm([0.01, 0.04, 0.03, None])]
+    [0.03, 0.06, 0.06, None]
+    >>> holm([0.5])
+    [0.5]
+    """
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def simultaneous(level: float, m: int) -> float:
+    """The per-interval confidence level that makes ``m`` intervals hold together with
+    probability >= ``level`` (Bonferroni).
+
+    >>> round(simultaneous(0.95, 7), 5), simultaneous(0.95, 1)
+    (0.99286, 0.95)
+    """
+    return 1 - (1 - level) / max(m, 1)
+
+
+def least(samples: Sequence[Sequence[float]], alpha: float = 0.05) -> tuple[int, list[int]]:
+    """The sample with the least mean, and the others it is *not* below beyond their noise:
+    Welch's two-sided t-test of each other sample against it, Holm-adjusted over them, p >=
+    ``alpha`` (or untestable: a sample of one). An empty second list means a clear winner.
+
+    >>> least([(10.0, 11.0, 12.0), (5.0, 5.5, 6.0), (5.2, 5.9, 5.4)])
+    (1, [2])
+    >>> least([(10.0, 11.0, 12.0), (5.0, 5.5, 6.0)])
+    (1, [])
+    """
+    means = [statistics.fmean(s) if s else math.inf for s in samples]
+    best = min(range(len(samples)), key=lambda i: means[i])
+    others = [i for i in range(len(samples)) if i != best]
+    found = holm([welch_p(tuple(samples[i]), tuple(samples[best])) for i in others])
+    return best, [i for i, p in zip(others, found, strict=True) if p is None or p >= alpha]

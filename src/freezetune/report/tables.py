@@ -6,9 +6,12 @@ changed spec), each value gets its own line, labelled e.g. ``full n_train=500``.
 compared with the full fine-tuning line in the same context (same settings but the learning rate;
 the same lr if there is one, else the best full line), and with the trivial baseline of its dev
 examples (:mod:`freezetune.study.baseline`, passed in as data): "% of full's gain" is
-``(score - baseline) / (full - baseline)``, with Fieller's 95% interval. Full fine-tuning means
+``(score - baseline) / (full - baseline)``, with Fieller's 95% interval (and so is the raw
+``mean / full's mean``). Welch's p against full is also given Holm-adjusted over the lines
+compared with that full line, the family the answer's verdicts pick from. Full fine-tuning means
 of the whole model, without a teacher; a cut or distilled student is compared with it, and
-carries its inference cost and teacher time (:mod:`freezetune.report.costs`).
+carries its inference cost and teacher time (:mod:`freezetune.report.costs`). Lines that are the
+same model at inference share one inference figure, pooled over all their runs.
 
 >>> summarize([]).lines
 ()
@@ -23,11 +26,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from freezetune.report.costs import Cost, Student, cost_of, student_of
-from freezetune.report.stats import NAN, mean_ci, pareto_front, ratio_ci, welch_p
+from freezetune.report.costs import Cost, Student, cost_of, model_key, pool, student_of
+from freezetune.report.facts import flat, study_facts
+from freezetune.report.stats import NAN, holm, mean_ci, pareto_front, ratio_ci, welch_p
 from freezetune.study.baseline import Baseline, baseline_key
 from freezetune.study.spec import SHORT_KEYS
-from freezetune.study.store import STATUSES, RunRow
+from freezetune.study.store import RunRow
 
 __all__ = [
     "BaselineLine",
@@ -37,6 +41,7 @@ __all__ = [
     "main_metric",
     "mean_ci",
     "pareto_front",
+    "relative_ci",
     "run_metric",
     "study_facts",
     "summarize",
@@ -72,14 +77,18 @@ class Line:
     reference: str | None = None  # label of the full fine-tuning line it is compared with
     diff: float | None = None  # mean - reference mean (metric units)
     relative: float | None = None  # mean / reference mean
+    relative_ci: tuple[float, float] = (NAN, NAN)  # Fieller's 95% interval of ``relative``
     speedup: float | None = None  # reference wall time / this wall time
     p_value: float | None = None  # Welch's t-test against the reference
+    p_adjusted: float | None = None  # the same, Holm-adjusted over the lines compared with it
     baseline: float | None = None  # the trivial baseline on its seeds' dev examples (mean)
     gain: float | None = None  # (mean - baseline) / (reference mean - reference baseline)
     gain_ci: tuple[float, float] = (NAN, NAN)  # Fieller's 95% interval of the gain
     student: Student = WHOLE  # which model it trains, with a teacher or not
     cost: Cost = field(default_factory=Cost)  # inference cost and teacher time
-    inference_speedup: float | None = None  # examples/s / the reference's examples/s
+    inference: Cost = field(default_factory=Cost)  # pooled over every line of the same model
+    same_model: tuple[str, ...] = ()  # the other lines that are the same model at inference
+    inference_speedup: float | None = None  # pooled examples/s / the reference's
 
     @property
     def n(self) -> int:
@@ -139,23 +148,13 @@ def run_metric(row: RunRow, metric: str, which: str = "best") -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
 def _setting(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that tell runs apart: a teacher counts only as there or not (a study may
     give each seed its own teacher folder)."""
-    flat = _flat(config)
-    if flat.get("distill.teacher") is not None:
-        flat["distill.teacher"] = True
-    return flat
+    found = flat(config)
+    if found.get("distill.teacher") is not None:
+        found["distill.teacher"] = True
+    return found
 
 
 def _varying(rows: list[RunRow]) -> list[str]:
@@ -178,8 +177,8 @@ def _group(rows: list[RunRow]) -> tuple[dict[tuple, list[RunRow]], dict[str, lis
     context_keys = sorted({k for keys in own.values() for k in keys})
     groups: dict[tuple, list[RunRow]] = {}
     for row in rows:
-        flat = _setting(row.config)
-        context = tuple((k, flat.get(k)) for k in context_keys)
+        setting = _setting(row.config)
+        context = tuple((k, setting.get(k)) for k in context_keys)
         groups.setdefault((row.strategy, context), []).append(row)
     return groups, own
 
@@ -267,16 +266,26 @@ def gain_of(line: Line, ref: Line) -> tuple[float | None, tuple[float, float]]:
     return above / full, ratio_ci(above, var_a, full, var_b, min(line.n, ref.n) - 1)
 
 
+def relative_ci(line: Line, ref: Line) -> tuple[float, float]:
+    """Fieller's 95% interval of ``line.mean / ref.mean`` (as :func:`gain_of`'s, without the
+    baseline); NaN under 2 seeds a side and for the reference itself."""
+    if line is ref or min(line.n, ref.n) < 2:
+        return NAN, NAN
+    var_a, var_b = line.std**2 / line.n, ref.std**2 / ref.n
+    return ratio_ci(line.mean, var_a, ref.mean, var_b, min(line.n, ref.n) - 1)
+
+
 def _compare(line: Line, ref: Line | None) -> Line:
     if ref is None or not line.n:
         return line
     gain, gain_ci = gain_of(line, ref)
-    speeds = line.cost.speed, ref.cost.speed
+    speeds = line.inference.speed, ref.inference.speed
     return dataclasses.replace(
         line,
         reference=ref.label,
         diff=line.mean - ref.mean,
         relative=line.mean / ref.mean if ref.mean else None,
+        relative_ci=relative_ci(line, ref) if ref.mean else (NAN, NAN),
         speedup=ref.wall / line.wall if line.wall > 0 else None,
         p_value=None if line is ref else welch_p(line.values, ref.values),
         gain=gain,
@@ -317,45 +326,6 @@ def _order(line: Line) -> tuple:
     return (context, units, line.label)
 
 
-def _fact(values: list[Any], none: str | None = None) -> str:
-    """Each distinct value once; ``None`` shows as ``none`` (e.g. "all") or is left out."""
-    shown = ["" if v is None and none is None else none if v is None else str(v) for v in values]
-    unique = [v for v in dict.fromkeys(shown) if v]
-    return ", ".join(unique) if unique else "?"
-
-
-def study_facts(rows: list[RunRow]) -> tuple[tuple[str, str], ...]:
-    """The study's size and setting, each value listed once (several when they vary)."""
-    flats = [_flat(r.config) for r in rows if r.config.get("model")]
-    done = [r.result for r in rows if r.result]
-    status = [r.status for r in rows]
-    precision = ["bf16" if f.get("train.bf16") else "fp32" for f in flats]
-    return (
-        ("model", _fact([f.get("model.name") for f in flats])),
-        ("task", _fact([f.get("data.task") for f in flats])),
-        ("train examples", _fact([r.get("train_examples") for r in done])),
-        ("eval examples", _fact([f.get("data.max_eval_samples") for f in flats], "all")),
-        ("epochs", _fact([f.get("train.epochs") for f in flats])),
-        ("seeds", _fact(sorted({r.seed for r in rows}))),
-        ("precision", _fact(precision)),
-        ("max length", _fact([f.get("data.max_length") for f in flats])),
-        ("batch size", _fact([f.get("train.batch_size") for f in flats])),
-        ("learning rate", _fact(sorted({r.lr for r in rows}))),
-        ("runs", ", ".join(f"{status.count(s)} {s}" for s in STATUSES if s in status)),
-        ("git", _fact([r.get("git") for r in done])),
-        ("cpus", _fact([(r.get("machine") or {}).get("cpus") for r in done])),
-        *_inference_fact([r.get("inference") for r in done]),
-    )
-
-
-def _inference_fact(found: list[Any]) -> tuple[tuple[str, str], ...]:
-    """How the saved models' inference was measured, each setting once (none: no fact)."""
-    shown = [f"{m.get('threads')} threads, batch {m.get('batch_size')}, "
-             f"{'bf16' if m.get('bf16') else 'fp32'}, {m.get('device')}"
-             for m in found if isinstance(m, dict)]  # fmt: skip
-    return (("inference measured with", _fact(shown)),) if shown else ()
-
-
 def main_metric(rows: list[RunRow]) -> str:
     """The task's main metric, as the runs recorded it."""
     return next((r.result["main_metric"] for r in rows if r.result), "accuracy")
@@ -369,6 +339,34 @@ def _baseline_facts(found: list[BaselineLine], metric: str) -> tuple[tuple[str, 
     return (("trivial baseline", "; ".join(dict.fromkeys(shown))),)
 
 
+def _same_models(lines: list[Line]) -> list[Line]:
+    """Each measured line with the inference figure of its model (:func:`model_key`): every
+    run of every line that is that model at inference, pooled."""
+    groups: dict[tuple, list[Line]] = {}
+    for line in lines:
+        if line.cost.measured:
+            groups.setdefault(model_key(line.student, line.cost), []).append(line)
+    out = []
+    for line in lines:
+        group = groups.get(model_key(line.student, line.cost), []) if line.cost.measured else []
+        out.append(dataclasses.replace(
+            line,
+            inference=pool([x.cost for x in group]) if group else line.cost,
+            same_model=tuple(x.label for x in group if x is not line),
+        ))  # fmt: skip
+    return out
+
+
+def _holm(lines: list[Line]) -> list[Line]:
+    """Each line's Welch p Holm-adjusted over the lines compared with the same full line."""
+    adjusted: dict[str, float | None] = {}
+    for ref in {line.reference for line in lines if line.reference}:
+        family = [x for x in lines if x.reference == ref and x.label != ref]
+        found = holm([x.p_value for x in family])
+        adjusted.update(zip((x.label for x in family), found, strict=True))
+    return [dataclasses.replace(x, p_adjusted=adjusted.get(x.label)) for x in lines]
+
+
 def summarize(rows: list[RunRow], baselines: Mapping[str, Baseline] | None = None) -> Summary:
     """One line per strategy (and context), compared with full fine-tuning and, where
     ``baselines`` (by :func:`~freezetune.study.baseline.baseline_key`) know the runs' dev
@@ -376,8 +374,9 @@ def summarize(rows: list[RunRow], baselines: Mapping[str, Baseline] | None = Non
     metric, baselines = main_metric(rows), baselines or {}
     groups, own = _group(rows)
     lines = [_line(key, group, own[key[0]], metric, baselines) for key, group in groups.items()]
+    lines = _same_models(lines)
     fulls = [line for line in lines if line.is_full]
-    lines = sorted((_compare(line, _reference(line, fulls)) for line in lines), key=_order)
+    lines = _holm(sorted((_compare(line, _reference(line, fulls)) for line in lines), key=_order))
     found = [
         _baseline_line(line, _done(groups[(line.strategy, line.context)], metric), baselines)
         for line in lines
