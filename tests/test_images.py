@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageFile
 
 from freezetune.errors import UserError
+from freezetune.testing import EPS32
 from freezetune.vision import images
 from freezetune.vision.collate import (
     IMAGENET_MEAN,
@@ -438,7 +439,9 @@ def test_collator_normalisation_by_hand() -> None:
     x = ImageCollator(2, mean, std)(features(pixels))["pixel_values"][0]
     # 0/255, 51/255 = 0.2, 102/255 = 0.4, 255/255 = 1, then (v - mean) / std per channel
     expected = [[[-0.2, 0.2], [0.6, 1.8]], [[-0.8, 0.0], [0.8, 3.2]], [[-1.5, -0.5], [0.5, 3.5]]]
-    assert torch.allclose(x, torch.tensor(expected), atol=1e-6)
+    # correctly rounded float32 steps (/ 255, - mean, / std; mean, std and expected converted):
+    # each value within (1 + 0.3 + 1) / 0.2 + 3 x 3.5 = 22 halves of EPS32 of the decimal one
+    assert torch.allclose(x, torch.tensor(expected), rtol=0, atol=11 * EPS32)
 
 
 def test_collator_resizes_only_when_size_differs() -> None:

@@ -13,6 +13,7 @@ from freezetune import RunConfig, train
 from freezetune.freezing import GradientWatcher, Progress
 from freezetune.freezing.policies import linear_warmup_decay
 from freezetune.loop import Loop
+from freezetune.testing import assert_relatively_close, reordering_tolerance
 from freezetune.training import prepare
 
 
@@ -233,4 +234,8 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_bert, tmp_path, 
     merged = setup.loaded.model.eval()  # the adapters were folded into it before saving
     batch = setup.loaded.tokenizer(["a fine film"], return_tensors="pt")
     with torch.no_grad():
-        torch.testing.assert_close(saved(**batch).logits, merged(**batch).logits)
+        got, expected = saved(**batch).logits, merged(**batch).logits
+    # the same weights, so the same sums, at most reordered (testing.reordering_tolerance): 8 in
+    # sequence a block (Q, K, V, scores, weighted sum, output, up, down) and 2 for the head, each
+    # of at most 37 terms (the MLP's width): 1.2e-4 of the logits' norm
+    assert_relatively_close(got, expected, reordering_tolerance(37, 8 * 3 + 2), "logits")
