@@ -270,7 +270,10 @@ def test_train_help_lists_every_flag_with_its_help_and_default(capsys):
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines to the terminal
     for flag in TRAIN_FLAGS:
         assert flag in out, flag
-    assert "truncate tokenized inputs to this many tokens (default 128)" in out
+    assert (
+        "truncate tokenized inputs to this many tokens (at most the model's positions; default 128)"
+        in out
+    )
     assert "what trains: full, head" in out  # --freeze's help is the spec grammar's own
 
 

@@ -253,7 +253,7 @@ def tiny_spec(tiny_bert: str, name: str) -> StudySpec:
                 "train": {"epochs": 2, "batch_size": 16, "threads": 1, "progress": False},
                 "optim": {"lr": 1e-3},
             },
-            "strategies": ["full", "bottom:1", "bottom:9"],
+            "strategies": ["full", "bottom:1"],  # bottom:9 would stop the preflight
             "seeds": [0, 1],
         }
     )  # fmt: skip
@@ -281,10 +281,10 @@ def test_ray_gives_the_local_executors_metrics_bit_for_bit(tiny_bert, tmp_path, 
     spec = tiny_spec(tiny_bert, "same")
     local = run_study(spec, tmp_path / "local", progress=False, report=False)
     remote = run_study(spec, tmp_path / "ray", executor="ray", progress=False, report=False)
-    assert (local.succeeded, local.failed) == (remote.succeeded, remote.failed) == (4, 2)
+    assert (local.succeeded, local.failed) == (remote.succeeded, remote.failed) == (4, 0)
     here = {r["run_id"]: r for r in rows_of(local.folder)}
     there = {r["run_id"]: r for r in rows_of(remote.folder)}
-    assert here.keys() == there.keys() and len(here) == 6
+    assert here.keys() == there.keys() and len(here) == 4
     for run_id, row in here.items():
         assert metrics(row) == metrics(there[run_id]), row["strategy"]
         if row["status"] == "succeeded":

@@ -6,9 +6,11 @@ Every bad input becomes one line on stderr naming the problem and the fix, and e
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from freezetune.config import RunConfig, apply_overrides, load_yaml
 from freezetune.errors import UserError
@@ -24,6 +26,57 @@ __all__ = ["build_parser", "config_from_args", "main"]
 INSPECT_KEYS = ("model.", "freeze")
 #: ``--resume auto``: finish the run of this command's config, whatever an earlier attempt left
 AUTO = "auto"
+
+
+_CHOICE = re.compile(r"^argument (\S+?)(?:/\S+)?: invalid choice: '?(.*?)'? \(choose from (.*)\)$")
+_VALUE = re.compile(r"^argument (\S+?)(?:/\S+)?: invalid (\w+) value: (.*)$")
+_MISSING = re.compile(r"^argument (\S+?)(?:/\S+)?: expected (?:one|at least one) argument")
+_KINDS = {"int": "a whole number", "float": "a number"}
+
+
+def explain(message: str, prog: str) -> str:
+    """An argparse error as the project's one line: the problem, then the fix.
+
+    >>> explain("argument --report-to: invalid choice: 'wandb' (choose from 'none', 'tb')", "x")
+    "--report-to 'wandb' is not a choice; choose one of: none, tb"
+    >>> explain("argument --epochs: invalid int value: 'two'", "freezetune train")
+    "--epochs must be a whole number, got 'two'"
+    >>> explain("unrecognized arguments: --fast", "freezetune train")
+    'unrecognized arguments: --fast; see freezetune train --help'
+    """
+    if found := _CHOICE.match(message):
+        flag, value, choices = found.groups()
+        names = ", ".join(c.strip().strip("'") for c in choices.split(","))
+        return f"{flag} {value!r} is not a choice; choose one of: {names}"
+    if found := _VALUE.match(message):
+        flag, kind, value = found.groups()
+        return f"{flag} must be {_KINDS.get(kind, kind)}, got {value}"
+    if found := _MISSING.match(message):
+        return f"{found.group(1)} needs a value; see {prog} --help"
+    if message.endswith("required: command"):
+        return f"name a command: {prog} train|inspect|study|report (see {prog} --help)"
+    return f"{message}; see {prog} --help"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose every error (and its subcommands', which are made of this
+    class too) is a :class:`UserError`: ``main`` prints it as one line, exit code 2, instead
+    of the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(explain(message, self.prog))
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        found, extra = self.parse_known_args(args, namespace)
+        if extra:  # name the subcommand whose help lists the arguments it takes
+            command = getattr(found, "command", None)
+            where = f"{self.prog} {command}" if command else self.prog
+            keys = {flag.name: flag.key for flag in config_flags()}
+            key = keys.get(extra[0].partition("=")[0])
+            if key and hasattr(found, "overrides"):  # a run-config key it takes, not as a flag
+                raise UserError(f"{where} has no flag {extra[0]}; set {key}=VALUE instead")
+            raise UserError(f"unknown argument(s) {' '.join(extra)}; see {where} --help")
+        return found
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +99,7 @@ def _inspect_flags() -> list[Flag]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``freezetune`` parser; the run-config flags come from the config's fields."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="freezetune",
         description="Fine-tune Hugging Face encoders with any choice of what trains.",
     )
@@ -84,6 +137,22 @@ def _already_finished(config: RunConfig) -> bool:
     return True
 
 
+def _resume_alone(args: argparse.Namespace) -> None:
+    """``--resume OUT`` runs with the run's own config: any other setting would be ignored."""
+    given = [
+        flag.name
+        for flag in config_flags()
+        if flag.key != "train.progress" and apply_flags({}, args, [flag])
+    ]
+    given += ["--config"] * bool(args.config) + list(args.overrides or [])
+    if given:
+        raise UserError(
+            f"--resume {args.resume} continues that run with its own config, so "
+            f"{', '.join(given)} would be ignored; drop them (only --no-progress may be given), "
+            "or start a new run"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from freezetune.training import resume, train, train_or_resume
 
@@ -93,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         run = train_or_resume(config)
     elif args.resume:  # the run's own config; only --no-progress may change
+        _resume_alone(args)
         run = resume(args.resume, progress=False if args.no_progress else None)
     else:
         run = train(config_from_args(args))
@@ -176,7 +246,13 @@ def _lost_peer(err: RuntimeError) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UserError as err:  # a bad command line: before torch is imported or a job joined
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print(f"freezetune: error: {err}", file=sys.stderr)
+        return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to print a retry command
     joined = False
     try:
         if args.command in DISTRIBUTED:

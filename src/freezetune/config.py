@@ -18,15 +18,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
+from freezetune.config_sources import apply_overrides, copy_data, load_yaml
 from freezetune.distill.config import DistillConfig
 from freezetune.errors import UserError
 from freezetune.freezing.spec import SPEC_HELP, parse_freeze
-from freezetune.options import Range, kind_of, option, set_key, validate_section
+from freezetune.options import Range, kind_of, option, validate_section
 
 __all__ = [
     "SECTIONS",
@@ -45,6 +43,7 @@ __all__ = [
 UNIT = Range(0.0, 1.0, open_high=True)
 OPEN_UNIT = Range(0.0, 1.0, open_low=True, open_high=True)
 AT_LEAST_1 = Range(1)
+TEXT, IMAGE = "text", "image"  # the modalities an option can be ``only`` for
 
 
 @dataclass(frozen=True)
@@ -107,14 +106,18 @@ class DataConfig:
         None, "your own validation file, same columns as --train", flag="validation"
     )
     text_columns: tuple[str, ...] | None = option(
-        None, "one or two text columns of your files, comma-separated (two for pairs)"
+        None, "one or two text columns of your files, comma-separated (two for pairs)", only=TEXT
     )
-    label_column: str | None = option(None, "label column of your files (default label)")
+    label_column: str | None = option(None, "label column of your files (default label)", only=TEXT)
     regression: bool = option(
-        False, "your files' labels are real numbers (MSE loss, Pearson/Spearman)"
+        False, "your files' labels are real numbers (MSE loss, Pearson/Spearman)", only=TEXT
     )
     max_length: int = option(
-        128, "truncate tokenized inputs to this many tokens", bounds=Range(8, 100_000), study=True
+        128,
+        "truncate tokenized inputs to this many tokens (at most the model's positions)",
+        bounds=Range(8, 100_000),
+        study=True,
+        only=TEXT,
     )
     max_train_samples: int | None = option(
         None, "seeded random subset of the training split", bounds=AT_LEAST_1, study=True
@@ -123,7 +126,7 @@ class DataConfig:
         None, "seeded random subset of the validation split", bounds=AT_LEAST_1, study=True
     )
     group_by_length: bool = option(
-        False, "batch examples of similar length together (less padding, faster)"
+        False, "batch examples of similar length together (less padding, faster)", only=TEXT
     )
     image_size: int = option(
         96,
@@ -131,9 +134,12 @@ class DataConfig:
         "images' own size, which must then all be equal)",
         bounds=Range(0, 4096),
         study=True,
+        only=IMAGE,
     )
     augment: bool = option(
-        False, "images: random flips and crops of the training images (off: deterministic)"
+        False,
+        "images: random flips and crops of the training images (off: deterministic)",
+        only=IMAGE,
     )
 
     def __post_init__(self) -> None:
@@ -226,14 +232,18 @@ class TrainConfig:
         "float32",
         "storage type of cached states: float32 (exact), bfloat16 or float16 (half the memory)",
         choices=("float32", "bfloat16", "float16"),
+        needs="train.cache",
     )
     cache_dir: str | None = option(
-        None, "folder for a memory-mapped cache over the budget (default <out>/cache)"
+        None,
+        "folder for a memory-mapped cache over the budget (default <out>/cache)",
+        needs="train.cache",
     )
     cache_budget_mb: float = option(
         4096,
         "largest cache kept in RAM, in MiB; bigger ones go to a memory-mapped file",
         bounds=Range(0.0),
+        needs="train.cache",
     )
     inference_cost: bool = option(
         True,
@@ -352,49 +362,3 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         else:
             kwargs[key] = _coerce(value, hints[key], prefix + key)
     return cls(**kwargs)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config (safe loader only); it must be a mapping."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {p} does not exist; check the path")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise UserError(f"config file {p} is not valid YAML ({str(err).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(
-            f"config file {p} must be a mapping of keys to values, got {type(data).__name__}"
-        )
-    return data
-
-
-def copy_data(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of nested config data whose sections can be changed without touching ``data``."""
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to nested config data (values parsed as YAML scalars).
-
-    >>> apply_overrides({}, ["optim.lr=3e-4", "freeze=head"])
-    {'optim': {'lr': '3e-4'}, 'freeze': 'head'}
-
-    (YAML reads ``3e-4`` as a string; the typed config converts it.)
-    """
-    out = copy_data(data)
-    for item in overrides:
-        key, eq, raw = item.partition("=")
-        if not eq or not key:
-            raise UserError(
-                f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-4"
-            )
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError:
-            value = raw
-        set_key(out, key, value)
-    return out

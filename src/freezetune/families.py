@@ -30,6 +30,7 @@ __all__ = [
     "get_family",
     "hidden_size",
     "is_image_config",
+    "max_positions",
 ]
 
 #: what a family's own ``*ForSequenceClassification`` head reads (see ``classifier.pool``)
@@ -58,6 +59,8 @@ class Family:
     cacheable: bool  # frozen-prefix caching checked against the uncached path
     block_output: Literal["tensor", "tuple"]  # what one block's forward returns
     hidden_size_key: str = "hidden_size"  # the config attribute holding the hidden size
+    # position ids start after the padding index (RoBERTa): pad_token_id + 1 positions unused
+    padded_positions: bool = False
     note: str = ""  # what a block is, for ``freezetune inspect`` (vision: blocks are stages)
 
 
@@ -121,15 +124,15 @@ def _decoder(layout: Layout, targets: tuple[str, ...], **kw: Any) -> Family:
 #: ``config.model_type`` of the base model -> its record
 FAMILIES: dict[str, Family] = {
     "bert": _encoder(BERT, "pooler", _QV, cacheable=True),
-    "roberta": _encoder(BERT, "cls", _QV, cacheable=True),
-    "xlm-roberta": _encoder(BERT, "cls", _QV, cacheable=True),
-    "camembert": _encoder(BERT, "cls", _QV),
+    "roberta": _encoder(BERT, "cls", _QV, cacheable=True, padded_positions=True),
+    "xlm-roberta": _encoder(BERT, "cls", _QV, cacheable=True, padded_positions=True),
+    "camembert": _encoder(BERT, "cls", _QV, padded_positions=True),
     "electra": _encoder(BERT, "cls", _QV, cacheable=True),
     "deberta": _encoder(DEBERTA, "cls", ("in_proj",), block_output="tuple"),
     "deberta-v2": _encoder(
         DEBERTA, "cls", ("query_proj", "value_proj"), block_output="tuple", cacheable=True
     ),
-    "mpnet": _encoder(MPNET, "cls", ("q", "v"), block_output="tuple"),
+    "mpnet": _encoder(MPNET, "cls", ("q", "v"), block_output="tuple", padded_positions=True),
     "distilbert": _encoder(
         DISTILBERT, "cls", ("q_lin", "v_lin"), cacheable=True, hidden_size_key="dim"
     ),
@@ -221,3 +224,29 @@ def is_image_config(config: Any) -> bool:
     (True, False)
     """
     return getattr(config, "num_channels", None) is not None and not hasattr(config, "vocab_size")
+
+
+def max_positions(config: Any) -> int | None:
+    """How many tokens a text model's ``config`` reads at most: its absolute position
+    embeddings (less RoBERTa's padding offset); None when it has none (rotary or relative
+    positions only: longer inputs do not crash it).
+
+    >>> from types import SimpleNamespace
+    >>> max_positions(SimpleNamespace(model_type="roberta", max_position_embeddings=514, pad_token_id=1))
+    512
+    >>> max_positions(SimpleNamespace(model_type="bert", max_position_embeddings=512))
+    512
+    >>> max_positions(SimpleNamespace(model_type="deberta-v2", max_position_embeddings=512,
+    ...                               position_biased_input=False)) is None
+    True
+    """
+    size = getattr(config, "max_position_embeddings", None)
+    rotary = getattr(config, "rope_parameters", None) or getattr(config, "rope_theta", None)
+    if not isinstance(size, int) or size <= 0 or rotary:
+        return None
+    if getattr(config, "position_biased_input", True) is False:  # DeBERTa: relative only
+        return None
+    family = get_family(getattr(config, "model_type", None))
+    if family is not None and family.padded_positions:
+        size -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return size

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from freezetune.batching import Collator, Feature, tokenize
-from freezetune.errors import UserError
-from freezetune.models import load_model
+from freezetune.models import load_model, quiet_loading
+from freezetune.options import check_applies
 from freezetune.tasks import TaskData, TaskInfo, load_configured
 from freezetune.vision.images import IMAGE_TASKS
 
 if TYPE_CHECKING:
     from freezetune.config import RunConfig
 
-__all__ = ["MODALITIES", "Modality", "modality_of"]
+__all__ = ["MODALITIES", "Modality", "checked_modality", "modality_of"]
 
 Collate = Callable[[Sequence[Feature]], dict[str, Any]]
 
@@ -65,6 +65,7 @@ class Text:
             pooling=m.pooling,
             classifier_dropout=m.classifier_dropout,
             trust_remote_code=m.trust_remote_code,
+            max_length=config.data.max_length,
         )
 
     def features(self, loaded: Any, config: RunConfig, examples: Sequence[Any]) -> list[Feature]:
@@ -87,8 +88,6 @@ class Image:
     def load_model(self, config: RunConfig, task: TaskInfo) -> Any:
         from freezetune.vision.models import load_image_model
 
-        if config.distill.teacher or config.distill.student_layers:
-            raise UserError("distillation is for text models; drop --teacher/--student-layers")
         m = config.model
         return load_image_model(
             m.name,
@@ -125,3 +124,14 @@ def modality_of(config: RunConfig) -> Modality:
     if (d.task or "").lower() in IMAGE_TASKS or folder:
         return MODALITIES["image"]
     return MODALITIES["text"]
+
+
+def checked_modality(config: RunConfig) -> Modality:
+    """:func:`modality_of` ``config``, once every option it sets is known to mean something
+    for that modality and beside the other options (``options.check_applies``: each option
+    declares where it applies, once). ``--no-progress`` also quiets transformers' own bars."""
+    modality, d = modality_of(config), config.data
+    source = f"--train {d.train_file}" if d.train_file else f"task {d.task}"
+    check_applies(config, modality.name, source)
+    quiet_loading(config.train.progress)
+    return modality

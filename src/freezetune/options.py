@@ -28,7 +28,16 @@ from typing import Any
 
 from freezetune.errors import UserError
 
-__all__ = ["Range", "flag_name", "key_of", "kind_of", "option", "set_key", "validate_section"]
+__all__ = [
+    "Range",
+    "check_applies",
+    "flag_name",
+    "key_of",
+    "kind_of",
+    "option",
+    "set_key",
+    "validate_section",
+]
 
 
 @dataclass(frozen=True)
@@ -72,16 +81,21 @@ def option(
     bounds: Range | None = None,
     study: bool = False,
     negate: str | None = None,
+    only: str | None = None,
+    needs: str | None = None,
 ) -> Any:
     """A dataclass field with its one declaration in ``metadata``.
 
     ``flag``: the command-line name without dashes (True: the field name with ``-``; False: no
     flag, set it with ``section.key=value``). ``study``: also a flag of ``freezetune study``.
     ``negate``: for a bool that defaults to True, the help of its flag that turns it off
-    (``--no-cache``).
+    (``--no-cache``). ``only``: the one modality the option means something for (``text`` or
+    ``image``); ``needs``: the key that must be on (truthy) for it to mean anything. Set
+    where it means nothing, it is refused (:func:`check_applies`).
     """
-    meta = {"help": help, "flag": flag, "choices": choices, "bounds": bounds}
-    return dataclasses.field(default=default, metadata={**meta, "study": study, "negate": negate})
+    meta = {"help": help, "flag": flag, "choices": choices, "bounds": bounds, "only": only}
+    extra = {"study": study, "negate": negate, "needs": needs}
+    return dataclasses.field(default=default, metadata={**meta, **extra})
 
 
 def flag_name(f: dataclasses.Field[Any]) -> str | None:
@@ -182,3 +196,94 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> None:
             f"got {data[section]!r}"
         )
     data[section][name] = value
+
+
+# ---------------------------------------------------------------- does each option apply?
+
+#: how a refusal names what a modality reads
+_READS = {"text": "text", "image": "images"}
+
+
+@dataclass(frozen=True)
+class _Set:
+    """One :func:`option` field of a config and its value."""
+
+    key: str
+    field: dataclasses.Field[Any]
+    value: Any
+    owner: Any  # the section holding it (its ``only``/``what`` class attributes apply to it)
+
+    @property
+    def name(self) -> str:
+        flag = flag_name(self.field)
+        return f"--{flag}" if flag else self.key
+
+
+def _options(config: Any, section: str = "") -> list[_Set]:
+    """Every :func:`option` field of ``config`` and of its sections, in declaration order."""
+    found = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if "help" in f.metadata:
+            found.append(_Set(key_of(section, f.name), f, value, config))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            found += _options(value, str(getattr(value, "section", f.name)))
+    return found
+
+
+def _check_modality(o: _Set, modality: str, reads: str) -> None:
+    own = o.field.metadata.get("only")
+    only = own or getattr(o.owner, "only", None)
+    if not only or only == modality:
+        return
+    what = (
+        f"{o.name} is for {_READS.get(only, only)}"
+        if own
+        else f"{getattr(o.owner, 'what', o.key.partition('.')[0])} is for {only} models"
+    )
+    raise UserError(
+        f"{what}, and this run reads {_READS.get(modality, modality)} ({reads}); drop {o.name}"
+    )
+
+
+def _check_needs(o: _Set, by_key: dict[str, _Set]) -> None:
+    needs = o.field.metadata.get("needs")
+    if not needs or by_key[needs].value:
+        return
+    needed = by_key[needs]
+    if needed.field.metadata.get("negate"):  # on by default: the user turned it off
+        raise UserError(f"{o.name} does nothing with {needed.name}; drop one of them")
+    raise UserError(
+        f"{o.name} does nothing without {needed.name}; pass {needed.name} too or drop {o.name}"
+    )
+
+
+def check_applies(config: Any, modality: str, reads: str) -> None:
+    """Refuse an option set away from its default where it means nothing: one declared
+    ``only`` for the other modality (or in a section declared so: its class attribute
+    ``only``, named by ``what``), or one whose ``needs`` key is off.
+
+    ``config``: a run config; ``modality``: what the run reads (``text`` or ``image``);
+    ``reads``: how to say which input that is, e.g. ``task sst2``.
+
+    >>> @dataclass(frozen=True)
+    ... class Demo:
+    ...     size: int = option(96, "pixels", only="image")
+    ...     cache: bool = option(True, "cache", flag="no-cache", negate="off")
+    ...     dtype: str = option("f32", "cache type", needs="cache")
+    >>> check_applies(Demo(), "text", "task sst2")  # all at their defaults
+    >>> check_applies(Demo(size=32), "text", "task sst2")
+    Traceback (most recent call last):
+    ...
+    freezetune.errors.UserError: --size is for images, and this run reads text (task sst2); drop --size
+    >>> check_applies(Demo(cache=False, dtype="bf16"), "image", "task fashion-mnist")
+    Traceback (most recent call last):
+    ...
+    freezetune.errors.UserError: --dtype does nothing with --no-cache; drop one of them
+    """
+    options = _options(config)
+    by_key = {o.key: o for o in options}
+    for o in options:
+        if o.value != o.field.default:
+            _check_modality(o, modality, reads)
+            _check_needs(o, by_key)

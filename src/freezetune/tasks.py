@@ -234,6 +234,11 @@ def _glue_folder(spec: GlueSpec, root: str) -> tuple[Table, Table]:
 def _load_glue(name: str, data_dir: str | None) -> _Splits:
     """A GLUE task from its folder (--data-dir or $FREEZETUNE_GLUE_DIR), else from the hub."""
     spec = GLUE_TASKS[name]
+    if data_dir and not Path(data_dir).is_dir():
+        raise UserError(
+            f"--data-dir {data_dir} is not a folder; pass the GLUE folder that holds "
+            f"{spec.folder}/train.tsv (or leave it out to use $FREEZETUNE_GLUE_DIR or the hub)"
+        )
     task, root = spec.task, data_dir or os.environ.get("FREEZETUNE_GLUE_DIR")
     if root:
         train, dev = _glue_folder(spec, root)
@@ -264,6 +269,13 @@ def _load_hub(
     """Load `hf:NAME[:CONFIG]` or `owner/name` with the optional `datasets` package."""
     train, validation = hub.dataset_tables(name)
     return _own_task(name, (train, validation), text_columns, label_column, regression, train.path)
+
+
+def _is_hub(task: str) -> bool:
+    """``hf:NAME[:CONFIG]`` or ``owner/name`` (a file name is refused before this is asked)."""
+    return task.startswith("hf:") or (
+        "/" in task and Path(task).suffix.lower() not in DATA_SUFFIXES
+    )
 
 
 def take_subset(examples: list[T], limit: int | None, rng: random.Random, flag: str) -> list[T]:
@@ -298,6 +310,12 @@ def load_task(
     >>> data.task.labels, len(data.train)  # doctest: +SKIP
     (('0', '1'), 100)
     """
+    if data_dir and (train_file or validation_file or (task and _is_hub(task))):
+        where = "--train/--validation files" if train_file or validation_file else "the hub"
+        raise UserError(
+            f"--data-dir is for GLUE tasks and Fashion-MNIST; this task comes from {where}: "
+            "drop --data-dir"
+        )
     if train_file or validation_file:
         args = (train_file, validation_file, text_columns, label_column, regression)
         info, train, validation = _load_files(task or "custom", *args)
@@ -308,7 +326,7 @@ def load_task(
         )
     elif Path(task).suffix.lower() in DATA_SUFFIXES:
         raise UserError(f"'{task}' is a file, not a task; pass it with --train (and --validation)")
-    elif task.startswith("hf:") or "/" in task:
+    elif _is_hub(task):
         info, train, validation = _load_hub(task, text_columns, label_column, regression)
     elif (key := task.lower().replace("-", "")) in GLUE_TASKS:
         if text_columns or label_column or regression:

@@ -33,6 +33,8 @@ class DistillConfig:
     """Distillation: a teacher run folder, the student's blocks and the loss's two knobs."""
 
     section: ClassVar[str] = "distill"
+    only: ClassVar[str] = "text"  # every option here is for text models (``check_applies``)
+    what: ClassVar[str] = "distillation"
     teacher: str | None = option(
         None,
         "a finished freezetune run folder to distil from (its logits are the soft targets; in "
@@ -48,18 +50,21 @@ class DistillConfig:
         "which blocks the student keeps: even (evenly spaced, like DistilBERT) or first "
         "(drop the top ones, Sajjad et al. 2020)",
         choices=("even", "first"),
+        needs="distill.student_layers",
     )
     temperature: float = option(
         2.0,
         "softmax temperature T of the soft targets (the KL term is scaled by T^2)",
         flag="kd-temperature",
         bounds=Range(0.0, open_low=True),
+        needs="distill.teacher",
     )
     alpha: float = option(
         0.5,
         "weight of the teacher term; 1 - alpha weighs the labels' loss",
         flag="kd-alpha",
         bounds=Range(0.0, 1.0),
+        needs="distill.teacher",
     )
 
     def __post_init__(self) -> None:

@@ -75,7 +75,28 @@ def _finished_result(folder: Path) -> dict[str, Any]:
         raise UserError(f"teacher {folder}'s result.json is not valid JSON; retrain it") from None
     if not isinstance(result, dict) or result.get("status") != "succeeded":
         raise UserError(f"teacher {folder} did not succeed; pass a finished run as --teacher")
+    _check_saved(folder)
     return result
+
+
+#: what a saved model's weights are (``save_pretrained``: safetensors, older runs: .bin)
+WEIGHTS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def _check_saved(folder: Path) -> None:
+    """The teacher's saved model is there: its config and weights (a study's
+    ``--keep-models none|best`` removes the weights and leaves the rest)."""
+    retrain = (
+        f"train it again (freezetune train --freeze full --out {folder} --overwrite) or "
+        "pass another --teacher"
+    )
+    if not (folder / "config.json").is_file():
+        raise UserError(f"teacher {folder} has no saved model (no config.json); {retrain}")
+    if not any(path.is_file() for pattern in WEIGHTS for path in folder.glob(pattern)):
+        raise UserError(
+            f"teacher {folder} has no saved weights (removed, e.g. by a study's --keep-models "
+            f"none or best); {retrain}"
+        )
 
 
 def _check_task(folder: Path, result: dict[str, Any], task: TaskInfo) -> None:
@@ -84,7 +105,10 @@ def _check_task(folder: Path, result: dict[str, Any], task: TaskInfo) -> None:
             f"teacher {folder} was trained on task {result.get('task')!r}, this run is "
             f"{task.name!r}; pass a teacher of the same task"
         )
-    model_config = json.loads((folder / "config.json").read_text())
+    try:
+        model_config = json.loads((folder / "config.json").read_text())
+    except ValueError:
+        raise UserError(f"teacher {folder}'s config.json is not valid JSON; retrain it") from None
     id2label = model_config.get("id2label") or {}
     names = tuple(id2label[k] for k in sorted(id2label, key=int))
     expected = task.labels if not task.is_regression else ("score",)

@@ -11,7 +11,37 @@ from freezetune.errors import UserError
 from freezetune.freezing.spec import FreezeSpec, parse_freeze
 from freezetune.units import Units, split_units
 
-__all__ = ["apply_frozen", "freeze", "frozen_parameters", "set_train_modes"]
+__all__ = ["apply_frozen", "check_spec", "freeze", "frozen_parameters", "set_train_modes"]
+
+
+def _freezes_nothing(spec: FreezeSpec) -> bool:
+    """Whether ``spec`` never freezes anything (``full``, with modifiers at most)."""
+    return not (
+        spec.prefix
+        or spec.top is not None
+        or spec.head_only
+        or spec.bitfit
+        or spec.patterns
+        or spec.schedule
+        or spec.lora is not None
+    )
+
+
+def check_spec(spec: FreezeSpec, units: Units) -> int:
+    """``spec`` resolved against the model's ``units``: the leading units it freezes (static
+    specs), or a one-line UserError when a part of it cannot apply to this model."""
+    frozen_units = spec.frozen_units(units.num_blocks)  # bottom:K / top:K within the depth
+    if spec.train_bn and not units.norms:
+        raise UserError(
+            f"--freeze {spec.text}: train-bn keeps BatchNorm layers training, and this model "
+            f"({units.family}) has none; drop +train-bn"
+        )
+    if spec.train_bn and _freezes_nothing(spec):
+        raise UserError(
+            f"--freeze {spec.text}: train-bn keeps the BatchNorm of frozen units training, and "
+            "nothing is frozen; drop +train-bn or freeze some units (e.g. bottom:4+train-bn)"
+        )
+    return frozen_units
 
 
 def frozen_parameters(
@@ -24,7 +54,7 @@ def frozen_parameters(
     outside the adapters freezes. With ``train-bn``, BatchNorm parameters never freeze.
     """
     if frozen_units is None:
-        frozen_units = spec.frozen_units(units.num_blocks)
+        frozen_units = check_spec(spec, units)
     frozen = {name for unit in units.units[:frozen_units] for name in unit.params}
     regexes = [re.compile(p) for p in spec.patterns]
     for unit in units.units[:-1]:
@@ -123,7 +153,7 @@ def freeze(
     """
     parsed = _static(spec)
     units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
-    frozen_units = parsed.frozen_units(units.num_blocks)
+    frozen_units = check_spec(parsed, units)
     apply_frozen(model, frozen_parameters(units, parsed, frozen_units))
     set_train_modes(model, units, frozen_units, model.training, parsed.train_bn)
     return units

@@ -8,20 +8,17 @@ from typing import TYPE_CHECKING
 
 from freezetune.errors import UserError
 from freezetune.tasks import TaskData, take_subset
-from freezetune.vision.images import IMAGE_TASKS, load_fashion_mnist, load_image_folders
+from freezetune.vision.images import (
+    IMAGE_TASKS,
+    check_fashion_mnist_dir,
+    load_fashion_mnist,
+    load_image_folders,
+)
 
 if TYPE_CHECKING:
     from freezetune.config import RunConfig
 
 __all__ = ["load_image_task"]
-
-
-def _check_flags(config: RunConfig) -> None:
-    d = config.data
-    if d.text_columns or d.label_column or d.regression:
-        raise UserError(
-            "--text-columns/--label-column/--regression are for text files, not images; drop them"
-        )
 
 
 def load_image_task(config: RunConfig) -> TaskData:
@@ -33,11 +30,15 @@ def load_image_task(config: RunConfig) -> TaskData:
     >>> len(data.train), len(data.validation)  # doctest: +SKIP
     (500, 10000)
     """
-    _check_flags(config)
     d = config.data
     if d.train_file or d.validation_file:
         if not d.train_file or not d.validation_file:
             raise UserError("image folders need both; pass --train DIR and --validation DIR")
+        if d.data_dir:
+            raise UserError(
+                "--data-dir is for Fashion-MNIST and GLUE tasks; these images come from "
+                "--train/--validation: drop --data-dir"
+            )
         info, train, validation = load_image_folders(d.train_file, d.validation_file, d.image_size)
     else:
         key = (d.task or "").lower()
@@ -45,6 +46,8 @@ def load_image_task(config: RunConfig) -> TaskData:
             raise UserError(
                 f"unknown image task {d.task!r}; choose one of: {', '.join(IMAGE_TASKS)}"
             )
+        if d.data_dir:  # that folder, not a fall-back to another one
+            check_fashion_mnist_dir(d.data_dir)
         info, train, validation = load_fashion_mnist(d.data_dir)
     seed = config.train.seed
     train = take_subset(train, d.max_train_samples, random.Random(seed), "--max-train-samples")

@@ -27,6 +27,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "IMAGE_TASKS",
     "ImageExample",
+    "check_fashion_mnist_dir",
     "image_features",
     "load_fashion_mnist",
     "load_image_folders",
@@ -146,6 +147,23 @@ def _idx_files(folder: Path) -> dict[str, tuple[Path, Path]] | None:
         )
     paths = {name: path for name, path in found.items() if path is not None}
     return {split: (paths[images], paths[labels]) for split, (images, labels) in _FILES.items()}
+
+
+def check_fashion_mnist_dir(data_dir: str) -> None:
+    """``--data-dir`` must hold the four IDX files: a run never falls back to another folder
+    when the one it names is missing or empty."""
+    folder = Path(data_dir)
+    names = ", ".join(name for pair in _FILES.values() for name in pair)
+    if not folder.is_dir():
+        raise UserError(
+            f"--data-dir {folder} is not a folder; pass the folder with Fashion-MNIST's four "
+            f"IDX files ({names}, or .gz)"
+        )
+    if _idx_files(folder) is None:
+        raise UserError(
+            f"--data-dir {folder} has no Fashion-MNIST IDX files; put {names} (or .gz) there, "
+            "or leave --data-dir out to use the installed copy"
+        )
 
 
 def _split_examples(images_path: Path, labels_path: Path) -> list[ImageExample]:

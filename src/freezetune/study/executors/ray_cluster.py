@@ -77,6 +77,8 @@ MAX_RETRIES = 2
 STUDY_SAVE_EVERY = 500
 #: seconds between looks at the cluster (where runs execute) while none ends
 POLL_S = 1.0
+#: seconds a --ray-address has to accept a connection, then to answer as a Ray head's GCS
+PROBE_S = 10
 MARKER = ".shared-folder-check"
 NOTES = ".where"
 FORWARDED_ENV = (
@@ -198,12 +200,50 @@ def _probe(address: str) -> None:
             f"bad --ray-address {address!r}: use auto or HOST:PORT (e.g. 10.0.0.1:6379)"
         )
     try:
-        socket.create_connection((host, int(port)), timeout=10).close()
+        socket.create_connection((host, int(port)), timeout=PROBE_S).close()
     except OSError as err:
         raise UserError(
             f"cannot reach the Ray cluster at {address} ({err.strerror or err}); start it with "
             f"`ray start --head --port={port}` there, or fix --ray-address"
         ) from None
+    if not address.startswith("ray://"):  # a Ray Client server is not a GCS: ray.init asks it
+        _ask_gcs(address)
+
+
+def _gcs_channel(address: str) -> Any:
+    """A gRPC channel to ``address`` as Ray opens one to its GCS (TLS when RAY_USE_TLS)."""
+    try:
+        from ray._private.gcs_utils import create_gcs_channel
+    except ImportError:  # a Ray without it: plain gRPC
+        import grpc
+
+        return grpc.insecure_channel(address)
+    return create_gcs_channel(address)
+
+
+def _ask_gcs(address: str) -> None:
+    """Something answers at ``address``; fail at once unless it is a Ray head's GCS (else
+    ``ray.init`` retries forever against, say, the dashboard's port)."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    channel = _gcs_channel(address)
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+        stub.GetClusterId(request, timeout=PROBE_S)
+    except grpc.RpcError as err:
+        code = err.code() if callable(getattr(err, "code", None)) else None
+        if code == grpc.StatusCode.UNAUTHENTICATED:  # a head that wants its token: ray.init has it
+            return
+        why = code.name if code is not None else type(err).__name__
+        raise UserError(
+            f"{address} answers but is not a Ray head (no GCS reply: {why}); pass the head's "
+            "GCS address (`ray start --head` prints it; port 6379 by default), not the "
+            "dashboard's (8265)"
+        ) from None
+    finally:
+        channel.close()
 
 
 def _forwarded_env() -> dict[str, str]:
