@@ -125,3 +125,23 @@ def write_tiny_vit(path: Path, layers: int = 2) -> str:
 def tiny_vit(tmp_path_factory) -> str:
     """A tiny random ViT with 2 layers."""
     return write_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture(scope="session")
+def nan_bert(tiny_bert, tmp_path_factory) -> str:
+    """The tiny BERT with one NaN in its last block: it loads (so a study's preflight passes),
+    and its first training loss is NaN (so the run fails on its own, in training)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path_factory.mktemp("nan-bert")
+    for item in Path(tiny_bert).iterdir():
+        shutil.copy(item, path / item.name)
+    weights = load_file(path / "model.safetensors")
+    name = next(k for k in sorted(weights) if "layer.2." in k and k.endswith("dense.weight"))
+    weights[name] = weights[name].clone()
+    weights[name][0, 0] = torch.nan
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    return str(path)

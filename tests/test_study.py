@@ -3,6 +3,7 @@ end to end through the CLI (tiny random BERT, 32 examples, 1 epoch)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import sqlite3
@@ -121,6 +122,13 @@ def test_plan_todo_skips_done_retries_failed_on_request_and_resumes_dead_runs():
     assert plan_todo([a, b, c, d], [], retry_failed=False, host="here") == [a, b, c, d]
 
 
+def test_plan_todo_retries_runs_whose_inputs_failed_without_being_asked():
+    a, b = spec().grid()
+    rows = [dataclasses.replace(stored(a, "failed"), cause="inputs"), stored(b, "failed")]
+    assert plan_todo([a, b], rows, retry_failed=False, host="here") == [a]
+    assert plan_todo([a, b], rows, retry_failed=True, host="here") == [a, b]
+
+
 def test_store_keys_rows_by_run_id_and_counts_attempts(tmp_path):
     run = spec().grid()[0]
     conn = open_store(tmp_path / "results.sqlite")
@@ -146,14 +154,26 @@ def test_a_second_holder_of_the_study_lock_is_refused(tmp_path):
 # ---- end to end through the CLI on the tiny model -------------------------------------------
 
 
-# bottom:9 parses, so the study starts; it fails at run time on the 3-block tiny model
-def study_args(tiny_bert, root, *extra, strategies="full,bottom:1,bottom:9"):
+# the third strategy trains a model with a NaN inside: it passes the preflight and fails in
+# training, on its own config (a run that needs --retry-failed)
+def study_args(tiny_bert, root, *extra, strategies=None):
+    grid = ["--strategies", strategies] if strategies else ["--config", str(failing_yaml(root))]
     return [
-        "study", "--name", "tiny", "--strategies", strategies, "--seeds", "0,1",
+        "study", "--name", "tiny", *grid, "--seeds", "0,1",
         "--model", tiny_bert, "--task", "sst2", "--max-train-samples", "32",
         "--max-eval-samples", "16", "--max-length", "32", "--epochs", "1", "--batch-size", "16",
         "--out-root", str(root), "--no-progress", "optim.lr=1e-3", *extra,
     ]  # fmt: skip
+
+
+NAN_BERT: list[str] = []  # the nan_bert fixture's folder, set by tiny_study
+
+
+def failing_yaml(root: Path) -> Path:
+    path = root.parent / f"{root.name}-study.yaml"
+    strategies = ["full", "bottom:1", {"freeze": "bottom:2", "model.name": NAN_BERT[0]}]
+    path.write_text(yaml.safe_dump({"strategies": strategies}))
+    return path
 
 
 def rows_of(folder: Path) -> dict[str, sqlite3.Row]:
@@ -172,24 +192,28 @@ def hold_lock(folder, locked, release):
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tiny_bert, tmp_path_factory):
+def tiny_study(tiny_bert, nan_bert, tmp_path_factory):
+    NAN_BERT[:] = [nan_bert]
     root = tmp_path_factory.mktemp("studies")
-    assert main(study_args(tiny_bert, root)) == 0
+    assert main(study_args(tiny_bert, root)) == 1  # two runs failed
     return root, root / "tiny"
+
+
+FAILING = "bottom:2 (model.name="
 
 
 def test_study_runs_the_grid_records_failures_and_writes_the_report(tiny_study, capsys):
     _, folder = tiny_study
     rows = rows_of(folder)
     assert len(rows) == 6
-    status = sorted((r["strategy"], r["seed"], r["status"]) for r in rows.values())
+    status = sorted((r["strategy"][: len(FAILING)], r["seed"], r["status"]) for r in rows.values())
     assert status == [
-        ("bottom:1", 0, "succeeded"), ("bottom:1", 1, "succeeded"), ("bottom:9", 0, "failed"),
-        ("bottom:9", 1, "failed"), ("full", 0, "succeeded"), ("full", 1, "succeeded"),
+        ("bottom:1", 0, "succeeded"), ("bottom:1", 1, "succeeded"), (FAILING, 0, "failed"),
+        (FAILING, 1, "failed"), ("full", 0, "succeeded"), ("full", 1, "succeeded"),
     ]  # fmt: skip
     for row in rows.values():
         if row["status"] == "failed":
-            assert "more blocks than the model has" in row["error"]
+            assert "loss became nan" in row["error"] and row["cause"] == "run"
             continue
         result = json.loads(row["result"])
         assert result["best"]["step"] >= 1 and result["peak_rss_mb"] > 0
@@ -198,13 +222,15 @@ def test_study_runs_the_grid_records_failures_and_writes_the_report(tiny_study, 
         assert row["git"] and json.loads(row["versions"])["torch"]
     for name in ("report.html", "report.md", "results.csv", "study.yaml", "plots/pareto.png"):
         assert (folder / name).is_file(), name
-    assert "| bottom:9 | — | 0 |" in (folder / "report.md").read_text()
+    failed_row = next(line for line in (folder / "report.md").read_text().splitlines()
+                      if line.startswith(f"| {FAILING}"))  # fmt: skip
+    assert "| — | 0 |" in failed_row
 
 
 def test_rerunning_skips_finished_runs(tiny_bert, tiny_study, capsys):
     root, folder = tiny_study
     before = rows_of(folder)
-    assert main(study_args(tiny_bert, root)) == 0
+    assert main(study_args(tiny_bert, root)) == 1  # the failed runs are still failed
     assert "(0 run now, 6 skipped)" in capsys.readouterr().out
     after = rows_of(folder)
     assert after.keys() == before.keys()
@@ -228,7 +254,7 @@ def test_a_killed_run_is_resumed_and_failed_ones_retried_on_request(tiny_bert, t
     out = folder / "runs" / victim["run_id"]
     (out / "result.json").unlink()
     (out / "model.safetensors").write_bytes(b"partial")
-    assert main(study_args(tiny_bert, root, "--retry-failed")) == 0
+    assert main(study_args(tiny_bert, root, "--retry-failed")) == 1
     after = rows_of(folder)
     assert len(after) == 6
     resumed = after[victim["run_id"]]
@@ -271,9 +297,9 @@ def test_bad_study_yaml_exits_2_before_anything_runs(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
 
 
-def test_jobs_run_several_at_once(tiny_bert, tmp_path):
-    args = study_args(tiny_bert, tmp_path, "--jobs", "2", strategies="bottom:8,bottom:9")
-    assert main(args) == 0
+def test_jobs_run_several_at_once(nan_bert, tmp_path):
+    args = study_args(nan_bert, tmp_path, "--jobs", "2", strategies="bottom:1,bottom:2")
+    assert main(args) == 1
     rows = rows_of(tmp_path / "tiny")
     assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"failed"}
 
@@ -357,13 +383,22 @@ def test_keep_models_best_then_none_drop_weights_but_keep_results(tiny_bert, tin
             score = json.loads(row["result"])["best"]["accuracy"]
             key = (score, -row["seed"], row["run_id"])
             best[row["strategy"]] = max(best.get(row["strategy"], key), key)
-    assert main(study_args(tiny_bert, root, "--keep-models", "best")) == 0
+    assert main(study_args(tiny_bert, root, "--keep-models", "best")) == 1
     with_weights = {p.parent.name for p in (folder / "runs").glob("*/model.safetensors")}
     assert with_weights == {run_id for _, _, run_id in best.values()}
-    assert main(study_args(tiny_bert, root, "--keep-models", "none")) == 0
+    assert main(study_args(tiny_bert, root, "--keep-models", "none")) == 1
     done_runs = [path.parent for path in (folder / "runs").glob("*/result.json")]
     assert len(done_runs) == 4
     for run in done_runs:
         assert not list(run.glob("*.safetensors")) and not (run / "checkpoints").exists()
         assert (run / "metrics.jsonl").is_file() and (run / "config.json").is_file()
     assert (folder / "report.html").is_file()
+
+
+def test_a_contrast_of_a_study_with_itself_is_refused(tiny_study, capsys, monkeypatch):
+    root, folder = tiny_study
+    monkeypatch.chdir(root)
+    assert main(["report", str(folder), "./tiny/"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "are the same study; a contrast needs two different" in err[0]
+    assert not list(root.glob("contrast-*"))

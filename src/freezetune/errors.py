@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "first_line"]
+__all__ = ["InputsError", "UserError", "first_line"]
 
 
 class UserError(ValueError):
@@ -13,6 +13,12 @@ class UserError(ValueError):
     ...
     freezetune.errors.UserError: unknown task 'sst3'; choose one of: sst2, mrpc
     """
+
+
+class InputsError(UserError):
+    """A run's inputs failed to load or check (data, model, processor, freeze spec, flags):
+    raised before training starts. A study records such a failure as ``inputs``: once its
+    preflight passes again (the data or hub is back), rerunning the study retries the run."""
 
 
 def first_line(err: BaseException) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import signal
 import sys
 import threading
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,80 +26,36 @@ from freezetune import distributed
 from freezetune.batching import make_loader, rank_share_loader
 from freezetune.caching import Caches, caches_prefix, make_caches
 from freezetune.config import RunConfig
-from freezetune.distill.run import check_teacher, cut_student, make_objective
-from freezetune.distill.teacher import Teacher
+from freezetune.distill.run import make_objective
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
-from freezetune.freezing import FreezeSpec, frozen_parameters, parse_freeze
-from freezetune.freezing.lora import add_lora, merge_lora
+from freezetune.freezing.lora import merge_lora
 from freezetune.freezing.policies import Policy, make_policy
 from freezetune.inference import measure_inference
+from freezetune.inputs import Setup, check_inputs, prepare
 from freezetune.loop import Loop
-from freezetune.modality import MODALITIES, Collate, Modality, modality_of
-from freezetune.models import LoadedModel
+from freezetune.modality import Collate
 from freezetune.objectives import Objective
-from freezetune.observers import check_reporters, make_observers
+from freezetune.observers import make_observers
 from freezetune.optim import build_optimizer
 from freezetune.records import RunResult, atomic_write_json, peak_rss_mb, provenance
-from freezetune.rundir import check_out_dir, resume_config, start_outputs, start_record
+from freezetune.rundir import resume_config, start_outputs, start_record
 from freezetune.scoring import evaluate_model
-from freezetune.tasks import TaskData
-from freezetune.units import Units, count_params, split_units
+from freezetune.units import count_params
 
-__all__ = ["RunResult", "Setup", "prepare", "resume", "resume_config", "train", "train_or_resume"]
+__all__ = [
+    "RunResult",
+    "Setup",
+    "check_inputs",
+    "prepare",
+    "resume",
+    "resume_config",
+    "train",
+    "train_or_resume",
+]
 
 #: single examples timed for the batch-1 latency of a saved model
 LATENCY_SAMPLES = 100
-
-
-@dataclass
-class Setup:
-    """Everything a run needs, built and checked before anything is written."""
-
-    config: RunConfig
-    spec: FreezeSpec
-    data: TaskData
-    loaded: LoadedModel
-    model: nn.Module  # loaded.model, or its LoRA-wrapped version
-    units: Units
-    out: Path
-    teacher: Teacher | None = None  # distillation's finished run, checked
-    modality: Modality = MODALITIES["text"]  # what it reads: text or images
-
-    @property
-    def frozen(self) -> frozenset[str]:
-        """What the spec freezes at the start of training."""
-        return frozen_parameters(
-            self.units, self.spec, self.spec.frozen_units(self.units.num_blocks)
-        )
-
-
-def set_seed(seed: int) -> None:
-    """Seed every generator the run draws from (Python, NumPy, torch)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def prepare(config: RunConfig, resume: bool = False) -> Setup:
-    """Load data and model and resolve the freeze spec; raise UserError on any bad input."""
-    spec = parse_freeze(config.freeze)
-    out = check_out_dir(config, resume)
-    check_reporters((config.train.report_to,))
-    modality = modality_of(config)  # text or images: the only place a run asks
-    data = modality.load_data(config)
-    set_seed(config.train.seed)  # the head's initialisation depends on it
-    loaded = modality.load_model(config, data.task)
-    cut_student(config, loaded.model)  # --student-layers: before LoRA and the unit split
-    teacher = check_teacher(config, data, loaded.tokenizer)
-    model: nn.Module = loaded.model
-    if spec.lora is not None:
-        model = add_lora(loaded.model, dict(spec.lora))
-    units = split_units(
-        model, blocks_path=config.model.blocks_path, embeddings_paths=config.model.embeddings_paths
-    )
-    spec.frozen_units(units.num_blocks)  # validates bottom:K / top:K against the model
-    return Setup(config, spec, data, loaded, model, units, out, teacher, modality)
 
 
 def _on_signals(loop: Loop) -> Any:

@@ -11,6 +11,8 @@ Precedence for a study's base run config, lowest first: defaults < ``--config`` 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,14 @@ from freezetune.flags import (
     flag_for,
 )
 
-__all__ = ["add_report_args", "add_study_args", "cmd_report", "cmd_study", "spec_from_args"]
+__all__ = [
+    "add_report_args",
+    "add_study_args",
+    "cmd_report",
+    "cmd_study",
+    "retry_command",
+    "spec_from_args",
+]
 
 
 def _base_flags() -> list[Flag]:
@@ -175,11 +184,26 @@ def cmd_study(args: argparse.Namespace) -> int:
         f"{duration(time.monotonic() - started)}; results in {outcome.folder}, report "
         f"{outcome.report}"
     )
-    if outcome.failed and not args.retry_failed:
-        print("failed runs are listed in the report; rerun them with --retry-failed")
     if outcome.headline:
         print(outcome.headline)
+    if outcome.failed:
+        print(
+            f"error: {outcome.failed} of {outcome.planned} runs failed (their errors are in the "
+            f"report); retry them with: {retry_command(args.argv)}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def retry_command(argv: list[str]) -> str:
+    """The command line that reruns this study's failed runs too.
+
+    >>> retry_command(["study", "--config", "my study.yaml"])
+    "freezetune study --config 'my study.yaml' --retry-failed"
+    """
+    retry = [] if "--retry-failed" in argv else ["--retry-failed"]
+    return shlex.join(["freezetune", *argv, *retry])
 
 
 def duration(seconds: float) -> str:
@@ -194,9 +218,23 @@ def duration(seconds: float) -> str:
     return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
 
 
+def _distinct(folders: list[str]) -> list[Path]:
+    """The study folders of a contrast; the same study named twice is refused."""
+    seen: dict[Path, str] = {}
+    for folder in folders:
+        where = Path(folder).resolve()
+        if where in seen:
+            raise UserError(
+                f"{folder} and {seen[where]} are the same study; a contrast needs two "
+                "different study folders, e.g. freezetune report runs/vision runs/default"
+            )
+        seen[where] = folder
+    return [Path(f) for f in folders]
+
+
 def _contrast_out(args: argparse.Namespace) -> Path:
     """Where a contrast report goes; an existing non-empty folder only with --overwrite."""
-    folders = [Path(f) for f in args.folders]
+    folders = _distinct(args.folders)
     names = "-".join(f.resolve().name for f in folders)
     out = Path(args.out) if args.out else folders[0].resolve().parent / f"contrast-{names}"
     if out.exists() and not out.is_dir():
@@ -215,7 +253,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(args.folders) > 1:
         from freezetune.report.contrast import contrast
 
-        found = contrast([Path(f) for f in args.folders], _contrast_out(args))
+        out = _contrast_out(args)
+        found = contrast(_distinct(args.folders), out)
         print(f"wrote {', '.join(str(path) for path in found.files)}")
         print("\n".join([*(side.sentence for side in found.sides), found.closing]))
         return 0

@@ -28,6 +28,7 @@ from freezetune.records import atomic_write_text
 from freezetune.study.baseline import ensure_baselines
 from freezetune.study.executors import DdpExecutor, Executor, Ledger, follow, make_executor
 from freezetune.study.executors.keep import check_keep, has_weights
+from freezetune.study.preflight import preflight
 from freezetune.study.spec import PlannedRun, StudySpec, config_hash
 from freezetune.study.store import RunRow, open_store, read_rows, study_lock
 
@@ -58,9 +59,11 @@ def study_folder(out_root: str | Path, name: str) -> Path:
 def plan_todo(
     planned: list[PlannedRun], rows: list[RunRow], *, retry_failed: bool, host: str
 ) -> list[PlannedRun]:
-    """The runs still to do: never started, failed (only with ``retry_failed``), or left
-    ``running`` by a study process on this host that died (the caller holds the study lock, so no
-    live process here is still writing them). Rows from other hosts are left alone."""
+    """The runs still to do: never started, failed (on their own config: only with
+    ``retry_failed``; because their inputs did not load: always, as the caller's preflight has
+    just loaded them), or left ``running`` by a study process on this host that died (the
+    caller holds the study lock, so no live process here is still writing them). Rows from
+    other hosts are left alone."""
     stored = {row.run_id: row for row in rows}
     return [run for run in planned if _unfinished(stored.get(run.run_id), retry_failed, host)]
 
@@ -68,8 +71,8 @@ def plan_todo(
 def _unfinished(row: RunRow | None, retry_failed: bool, host: str) -> bool:
     if row is None:
         return True
-    if row.status == "failed":
-        return retry_failed
+    if row.status == "failed":  # its inputs failed to load (data, model, hub): they do now
+        return retry_failed or row.cause == "inputs"
     return row.status == "running" and row.hostname == host
 
 
@@ -177,6 +180,9 @@ def run_study(
 ) -> StudyOutcome:
     """Run every unfinished run of ``spec`` into ``out_root/<name>/``, then write the report.
 
+    First, before any folder or row exists, every distinct config's inputs are checked
+    (:mod:`freezetune.study.preflight`): a study that cannot succeed raises UserError at once.
+
     ``executor``: ``"local"`` (``jobs`` at a time), ``"ray"`` (the cluster of ``RAY_ADDRESS``,
     else a local one), or an :class:`~freezetune.study.executors.Executor` such as
     ``RayExecutor("HOST:6379", {"cpu": 2, "gpu": 1})``. ``keep_models``: ``all``, ``best`` or
@@ -196,6 +202,7 @@ def run_study(
     check_keep(keep_models)
     folder = study_folder(out_root, spec.name)
     planned = spec.grid()
+    preflight(planned)  # on every rank: all of them stop with the same line
     if not d.is_main:
         follow(folder, d)
         return StudyOutcome(folder, len(planned), 0, 0, 0, 0, "", None)

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
     config      TEXT NOT NULL,         -- JSON: resolved RunConfig minus out/overwrite/progress
     status      TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
     error       TEXT,                  -- failed runs: the one-line message
+    cause       TEXT,                  -- failed runs: inputs (before training) or run
     result      TEXT,                  -- JSON: everything train() returned
     timeline    TEXT NOT NULL DEFAULT '[]',  -- JSON: freeze events (empty for static specs)
     curve       TEXT NOT NULL DEFAULT '[]',  -- JSON: eval events (the learning curve)
@@ -87,6 +88,7 @@ class RunRow:
     status: str
     config: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    cause: str | None = None  # failed: "inputs" (retried once they load) or "run"
     result: dict[str, Any] | None = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)
@@ -138,12 +140,20 @@ def open_store(path: str | Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         with conn:
             conn.executescript(SCHEMA)
+            _add_columns(conn)
     except sqlite3.DatabaseError as err:
         conn.close()
         if not _corrupt(err):
             raise
         raise _unreadable(path, err) from None
     return conn
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Columns added after a store was first written (``cause``): added to older files."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "cause" not in have:
+        conn.execute("ALTER TABLE runs ADD COLUMN cause TEXT")
 
 
 def _decode(row: sqlite3.Row) -> RunRow:
@@ -197,7 +207,7 @@ def start_run(conn: sqlite3.Connection, run: PlannedRun) -> None:
             f"INSERT INTO runs ({columns}, status, attempts) "
             f"VALUES ({', '.join(':' + k for k in values)}, 'running', 1) "
             f"ON CONFLICT(run_id) DO UPDATE SET {updates}, status = 'running', error = NULL, "
-            "result = NULL, timeline = '[]', curve = '[]', finished_at = NULL, "
+            "cause = NULL, result = NULL, timeline = '[]', curve = '[]', finished_at = NULL, "
             "attempts = attempts + 1",
             values,
         )
@@ -228,12 +238,14 @@ def finish_run(
         )
 
 
-def fail_run(conn: sqlite3.Connection, run_id: str, error: str) -> None:
-    """Mark a run failed with its (one-line) message."""
+def fail_run(conn: sqlite3.Connection, run_id: str, error: str, cause: str = "run") -> None:
+    """Mark a run failed with its (one-line) message and its cause: ``inputs`` (its data,
+    model or flags failed to load, before training) or ``run``."""
     with conn:
         conn.execute(
-            "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
-            (error, _now(), run_id),
+            "UPDATE runs SET status = 'failed', error = ?, cause = ?, finished_at = ? "
+            "WHERE run_id = ?",
+            (error, cause, _now(), run_id),
         )
 
 

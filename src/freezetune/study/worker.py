@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CAUSE_FILE",
     "ERROR_FILE",
     "RunOutcome",
     "error_line",
@@ -50,6 +51,9 @@ __all__ = [
 
 ERROR_FILE = "error.txt"
 TRACEBACK_FILE = "traceback.txt"
+#: says ``inputs`` when the run failed before training (its data, model or flags; see
+#: :class:`freezetune.errors.InputsError`), which a study retries once its preflight passes
+CAUSE_FILE = "cause.txt"
 #: how long an attempt waits for an earlier attempt still training in the same run folder
 LOCK_WAIT_S = 120.0
 
@@ -69,10 +73,11 @@ class RunOutcome:
     error: str | None = None  # failed: the one-line message
     where: str | None = None
     resumed_from: int | None = None
+    cause: str = "run"  # failed: "inputs" (before training, see CAUSE_FILE) or "run"
 
     @classmethod
-    def failed(cls, error: str) -> RunOutcome:
-        return cls("failed", error=error)
+    def failed(cls, error: str, cause: str = "run") -> RunOutcome:
+        return cls("failed", error=error, cause=cause)
 
 
 def _die_with_parent() -> None:
@@ -109,12 +114,13 @@ def train_and_record(config: dict[str, Any], *, continue_folder: bool = False) -
     """
     from freezetune import distributed
     from freezetune.config import RunConfig
+    from freezetune.errors import InputsError
     from freezetune.loop import Interrupted
     from freezetune.training import train, train_or_resume
 
     out, d = Path(config["out"]), distributed.current()
     if d.is_main:
-        for name in (ERROR_FILE, TRACEBACK_FILE):  # an earlier attempt's
+        for name in (ERROR_FILE, TRACEBACK_FILE, CAUSE_FILE):  # an earlier attempt's
             (out / name).unlink(missing_ok=True)
     try:
         run = RunConfig.from_dict(config)
@@ -127,6 +133,8 @@ def train_and_record(config: dict[str, Any], *, continue_folder: bool = False) -
             out.mkdir(parents=True, exist_ok=True)
             (out / TRACEBACK_FILE).write_text(traceback.format_exc(), encoding="utf-8")
             (out / ERROR_FILE).write_text(error_line(err) + "\n", encoding="utf-8")
+            if isinstance(err, InputsError):
+                (out / CAUSE_FILE).write_text("inputs\n", encoding="utf-8")
             print(f"freezetune: run failed: {error_line(err)}", file=sys.stderr)
         if d.enabled:  # the other ranks may be mid-collective: end the job, not just the run
             raise
@@ -216,6 +224,8 @@ def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
         return RunOutcome("succeeded", result, timeline, curve)
     if (out / ERROR_FILE).is_file():
         message = (out / ERROR_FILE).read_text(encoding="utf-8").strip()
+        cause = out / CAUSE_FILE
+        return RunOutcome.failed(message, cause.read_text().strip() if cause.is_file() else "run")
     elif exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
         hint = " (out of memory?)" if name == "SIGKILL" else ""

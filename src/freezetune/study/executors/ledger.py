@@ -116,7 +116,8 @@ class Ledger:
             if run.save_every is None:  # checkpoints only the executor asked for
                 shutil.rmtree(self.out(run) / "checkpoints", ignore_errors=True)
         else:
-            fail_run(self.conn, run.run_id, outcome.error or "the run ended without a result")
+            error = outcome.error or "the run ended without a result"
+            fail_run(self.conn, run.run_id, error, outcome.cause)
             self.failed += 1
         self.running.pop(run.run_id, None)
         self.busy.discard(run.run_id)
