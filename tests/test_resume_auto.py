@@ -75,6 +75,21 @@ def test_killed_twice_the_same_command_resumes_bit_identically(tiny_bert, tmp_pa
     assert_same_run(whole, out)
 
 
+def test_another_invocation_of_the_run_resumes_it(tiny_bert, tmp_path, whole, capsys):
+    """Options of the invocation (``identity=False``) may change between attempts of a run."""
+    out = tmp_path / "out"
+    kill_at(auto(tiny_bert, out), out, 12)
+    started = (out / "run_config.json").read_text()
+    again = ("--report-to", "tensorboard", "--no-inference-cost", "--save-every", "5")
+    assert main(auto(tiny_bert, out, *again)) == 0
+    assert "resumed from" in capsys.readouterr().err
+    assert_same_run(whole, out)
+    assert (out / "run_config.json").read_text() == started  # as the run was started
+    config = json.loads((out / "result.json").read_text())["config"]
+    assert config["train"]["report_to"] == "tensorboard" and not config["train"]["inference_cost"]
+    assert config["train"]["save_every"] == 5 and any((out / "tensorboard").iterdir())
+
+
 def test_a_corrupt_newest_checkpoint_is_skipped_for_an_older_one(
     tiny_bert, tmp_path, whole, capsys
 ):
@@ -109,7 +124,8 @@ def test_a_finished_run_is_left_alone_in_one_line(tiny_bert, tmp_path, whole, ca
     before = snapshot(out)
     best = json.loads((out / "result.json").read_text())["best"]
     # the progress bar is not part of the run: it may differ between attempts
-    for extra in ((), ("train.progress=true",)):
+    invocation = ("--report-to", "tensorboard", "--no-inference-cost", "--save-every", "5")
+    for extra in ((), ("train.progress=true",), invocation):
         assert main(auto(tiny_bert, out, *extra)) == 0
         captured = capsys.readouterr()
         assert captured.out.splitlines() == [

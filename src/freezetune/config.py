@@ -2,7 +2,8 @@
 
 Precedence, lowest first: defaults < YAML file < command-line flags < ``section.key=value``.
 Each option is declared once, as a field made by :func:`freezetune.options.option`: its
-default, help, flag, choices and range. Every section validates itself when it is built.
+default, help, flag, choices, range and whether it is part of what a run is (its run_id; see
+:func:`freezetune.options.identity`). Every section validates itself when it is built.
 
 >>> cfg = RunConfig.from_dict({"optim": {"lr": 1e-4}, "freeze": "bottom:3"})
 >>> cfg.optim.lr, cfg.freeze
@@ -135,11 +136,13 @@ class DataConfig:
         bounds=Range(0, 4096),
         study=True,
         only=IMAGE,
+        absent_means=96,  # added after text studies were stored: their run_ids stay
     )
     augment: bool = option(
         False,
         "images: random flips and crops of the training images (off: deterministic)",
         only=IMAGE,
+        absent_means=False,
     )
 
     def __post_init__(self) -> None:
@@ -211,12 +214,14 @@ class TrainConfig:
         None, "torch intra-op threads (default: torch's own)", bounds=AT_LEAST_1, study=True
     )
     progress: bool = option(
-        True, "show progress bars", flag="no-progress", negate="hide progress bars"
+        True, "show progress bars", flag="no-progress", negate="hide progress bars", identity=False
     )
     save_every: int | None = option(
         None,
         "checkpoint every N optimizer steps and at each epoch end (default: only on SIGINT/SIGTERM)",
         bounds=AT_LEAST_1,
+        identity=False,  # a resumed run ends where an uninterrupted one ends
+        hashed_as=None,  # it was part of run ids once: they hold it at None, so ids stay
     )
     keep_checkpoints: int = option(
         2, "how many of the newest checkpoints to keep", bounds=AT_LEAST_1
@@ -250,6 +255,7 @@ class TrainConfig:
         "time the saved model on the dev set after training (result.json's inference block)",
         flag="no-inference-cost",
         negate="skip timing the saved model after training",
+        identity=False,  # timing the saved model afterwards changes nothing about the run
     )
     report_to: str = option(
         "none",
@@ -257,6 +263,7 @@ class TrainConfig:
         "freezetune[tensorboard])",
         choices=("none", "tensorboard"),
         study=True,
+        identity=False,  # a live logger changes nothing about the run
     )
 
     def __post_init__(self) -> None:
@@ -274,8 +281,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     freeze: str = option("full", f"what trains: {SPEC_HELP}")
-    out: str = option("runs/train", "output folder: metrics.jsonl, result.json and the model")
-    overwrite: bool = option(False, "replace an output folder that already holds a result")
+    out: str = option(
+        "runs/train", "output folder: metrics.jsonl, result.json and the model", identity=False
+    )
+    overwrite: bool = option(
+        False, "replace an output folder that already holds a result", identity=False
+    )
 
     def __post_init__(self) -> None:
         for name, kind in SECTIONS.items():

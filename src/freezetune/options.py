@@ -2,8 +2,9 @@
 
 A config dataclass declares each option with :func:`option`; everything else reads that
 declaration: the section validates itself with :func:`validate_section`, ``freezetune.flags``
-generates the command-line flags, and :func:`set_key` writes ``section.key`` into plain config
-data (flags, ``key=value`` overrides and study grids all go through it).
+generates the command-line flags, :func:`set_key` writes ``section.key`` into plain config
+data (flags, ``key=value`` overrides and study grids all go through it), and :func:`identity`
+says what a run is (its run_id hashes it; an attempt with the same identity continues the run).
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
@@ -21,6 +22,7 @@ freezetune.errors.UserError: demo.steps must be in 1..10, got 0 (flag --steps)
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -29,9 +31,11 @@ from typing import Any
 from freezetune.errors import UserError
 
 __all__ = [
+    "NOT_SET",
     "Range",
     "check_applies",
     "flag_name",
+    "identity",
     "key_of",
     "kind_of",
     "option",
@@ -72,6 +76,15 @@ class Range:
         return f"in {left}{self.low:g}, {self.high:g}{right}"
 
 
+#: "not declared" for the :func:`option` arguments where None is a value
+class _NotSet:
+    def __repr__(self) -> str:
+        return "NOT_SET"
+
+
+NOT_SET: Any = _NotSet()
+
+
 def option(
     default: Any,
     help: str,
@@ -83,6 +96,9 @@ def option(
     negate: str | None = None,
     only: str | None = None,
     needs: str | None = None,
+    identity: bool = True,
+    absent_means: Any = NOT_SET,
+    hashed_as: Any = NOT_SET,
 ) -> Any:
     """A dataclass field with its one declaration in ``metadata``.
 
@@ -92,10 +108,19 @@ def option(
     (``--no-cache``). ``only``: the one modality the option means something for (``text`` or
     ``image``); ``needs``: the key that must be on (truthy) for it to mean anything. Set
     where it means nothing, it is refused (:func:`check_applies`).
+
+    What a run is (:func:`identity`): ``identity=False`` for an option of the invocation, not
+    of the experiment (where the run is written, how it shows or logs progress, how often it
+    checkpoints): it is no part of the run_id, and a later attempt may change it and still
+    continue the run. ``absent_means``: for an option added after runs were stored, the value
+    those runs had in effect (usually its default); a run at it leaves the key out of its
+    identity, so their run_ids stay. ``hashed_as``: for an invocation option that was once
+    part of run ids, the value identities hold it at, whatever the run sets.
     """
     meta = {"help": help, "flag": flag, "choices": choices, "bounds": bounds, "only": only}
     extra = {"study": study, "negate": negate, "needs": needs}
-    return dataclasses.field(default=default, metadata={**meta, **extra})
+    ids = {"identity": identity, "absent_means": absent_means, "hashed_as": hashed_as}
+    return dataclasses.field(default=default, metadata={**meta, **extra, **ids})
 
 
 def flag_name(f: dataclasses.Field[Any]) -> str | None:
@@ -196,6 +221,48 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> None:
             f"got {data[section]!r}"
         )
     data[section][name] = value
+
+
+# ---------------------------------------------------------------- what a run is
+
+
+def _identity_value(f: dataclasses.Field[Any], value: Any) -> Any:
+    """What field ``f`` at ``value`` adds to an identity (NOT_SET: nothing)."""
+    meta = f.metadata
+    if "help" not in meta:  # a section, or a field not declared with option(): as it is
+        return identity(value) if dataclasses.is_dataclass(value) else value
+    if meta.get("hashed_as", NOT_SET) is not NOT_SET:
+        return meta["hashed_as"]
+    if not meta.get("identity", True) or value == meta.get("absent_means", NOT_SET):
+        return NOT_SET
+    return value
+
+
+def identity(config: Any) -> dict[str, Any]:
+    """What a run *is*: its config as plain JSON data (tuples as lists), by the declarations
+    of its options: without the options declared ``identity=False``, those declared
+    ``absent_means`` left out at that value, those declared ``hashed_as`` at that value. A
+    section whose class says ``absent_means_defaults`` (one added after runs were stored) is
+    left out while every option in it is at its default.
+
+    >>> @dataclass(frozen=True)
+    ... class Demo:
+    ...     lr: float = option(1e-4, "learning rate")
+    ...     out: str = option("runs/x", "where", identity=False)
+    ...     size: int = option(96, "pixels", absent_means=96)
+    >>> identity(Demo(out="elsewhere")), identity(Demo(size=32))
+    ({'lr': 0.0001}, {'lr': 0.0001, 'size': 32})
+    """
+    data = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        default_section = getattr(type(value), "absent_means_defaults", False)
+        if default_section and value == type(value)():
+            continue
+        kept = _identity_value(f, value)
+        if kept is not NOT_SET:
+            data[f.name] = kept
+    return typing.cast(dict[str, Any], json.loads(json.dumps(data)))
 
 
 # ---------------------------------------------------------------- does each option apply?

@@ -4,7 +4,9 @@ Nothing is written before every input has been checked (``check_out_dir`` runs f
 refuses to replace a finished or unfinished run unless asked); ``start_outputs`` is the first
 write of a run. ``auto_action`` is the decision behind ``--resume auto``: a folder's run is
 finished (nothing to do), resumable (it has a checkpoint) or to be started, and a folder that
-holds a run of another config is refused.
+holds a run of another config is refused. Which keys make it another run is declared on the
+options (:func:`freezetune.options.identity`, what a study's run_id hashes): an attempt with
+another ``--out``, ``--report-to``, ``--no-inference-cost`` or ``--save-every`` continues the run.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from freezetune import checkpoint
 from freezetune.config import RunConfig
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
+from freezetune.options import identity
 from freezetune.records import RunResult, append_jsonl, atomic_write_json
 
 __all__ = [
     "RESULT_FILES",
-    "SAME_RUN_IGNORES",
     "NoIntactCheckpoint",
     "auto_action",
     "check_out_dir",
@@ -36,8 +38,6 @@ __all__ = [
 ]
 
 RESULT_FILES = ("result.json", "model.safetensors")
-#: config keys that may change between attempts of one run: they do not change its result
-SAME_RUN_IGNORES = ("out", "overwrite", "train.progress")
 
 
 class NoIntactCheckpoint(UserError):
@@ -100,20 +100,24 @@ def _flat(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield f"{prefix}{key}", value
 
 
-def first_difference(
-    ours: dict[str, Any], theirs: dict[str, Any], ignore: tuple[str, ...] = SAME_RUN_IGNORES
-) -> tuple[str, Any, Any] | None:
-    """The first dotted key whose value differs between two ``RunConfig.to_dict()``, or None.
+def first_difference(ours: RunConfig, theirs: RunConfig) -> tuple[str, Any, Any] | None:
+    """The first dotted key of a run's identity (:func:`freezetune.options.identity`) whose
+    value differs between two configs, with both values; None if they are one run.
 
-    >>> first_difference({"optim": {"lr": 2e-4}, "out": "a"}, {"optim": {"lr": 1e-3}})
-    ('optim.lr', 0.0002, 0.001)
-    >>> first_difference({"out": "a", "train": {"progress": True}}, {"out": "b"}) is None
+    >>> lr = RunConfig.from_dict({"optim": {"lr": 2e-4}, "out": "a"})
+    >>> first_difference(lr, RunConfig.from_dict({"out": "b"}))
+    ('optim.lr', 0.0002, 0.0001)
+    >>> invocation = {"report_to": "tensorboard", "save_every": 5, "inference_cost": False}
+    >>> first_difference(RunConfig.from_dict({"train": invocation}), RunConfig()) is None
     True
     """
-    a, b = dict(_flat(ours)), dict(_flat(theirs))
+    a, b = dict(_flat(identity(ours))), dict(_flat(identity(theirs)))
+    # a key one identity leaves out (at the value its option declares) is as the config has it
+    full_a, full_b = (dict(_flat(json.loads(json.dumps(c.to_dict())))) for c in (ours, theirs))
     for key in [*a, *(k for k in b if k not in a)]:
-        if key not in ignore and a.get(key) != b.get(key):
-            return key, a.get(key), b.get(key)
+        mine, other = a.get(key, full_a.get(key)), b.get(key, full_b.get(key))
+        if mine != other:
+            return key, mine, other
     return None
 
 
@@ -123,12 +127,13 @@ def auto_action(config: RunConfig) -> Literal["finished", "resume", "restart", "
     "finished": it holds this run's ``result.json``. "resume": it holds checkpoints of this
     run. "restart": an earlier attempt of this run left files but no checkpoint; they are
     replaced. "start": nothing of this run is there (the usual checks of ``check_out_dir``
-    apply). An earlier attempt's config must be ``config``, the keys of ``SAME_RUN_IGNORES``
-    aside: a different run is refused, or with ``config.overwrite`` replaced ("start").
+    apply). An earlier attempt's config must be the same run as ``config`` (the same identity;
+    options declared ``identity=False`` may differ, and the attempt runs with ``config``'s): a
+    different run is refused, or with ``config.overwrite`` replaced ("start").
     """
     out = Path(config.out)
     earlier = _earlier_config(out) if out.is_dir() else None
-    differs = first_difference(config.to_dict(), earlier.to_dict()) if earlier else None
+    differs = first_difference(config, earlier) if earlier else None
     if differs and not config.overwrite:
         key, ours, theirs = differs
         raise UserError(

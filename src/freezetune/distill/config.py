@@ -35,6 +35,9 @@ class DistillConfig:
     section: ClassVar[str] = "distill"
     only: ClassVar[str] = "text"  # every option here is for text models (``check_applies``)
     what: ClassVar[str] = "distillation"
+    #: added after runs were stored: a run that does not distil (every option here at its
+    #: default) leaves the section out of its identity, so those runs keep their run_ids
+    absent_means_defaults: ClassVar[bool] = True
     teacher: str | None = option(
         None,
         "a finished freezetune run folder to distil from (its logits are the soft targets; in "

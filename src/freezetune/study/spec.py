@@ -1,8 +1,10 @@
 """What a study is: one model and task, a grid of strategies x seeds (x lrs, x train sizes).
 
 A :class:`StudySpec` is plain, validated data; :meth:`StudySpec.grid` expands it into
-:class:`PlannedRun` s, each with a fully resolved run config and its ``run_id`` (a hash of that
-config), so re-running the same spec finds the same runs.
+:class:`PlannedRun` s, each with a fully resolved run config and its ``run_id`` (a hash of its
+identity, as the options declare it: :func:`freezetune.options.identity`), so re-running the
+same spec finds the same runs, whatever invocation options (``--report-to``, checkpoints) the
+rerun passes.
 
 A study YAML file looks like this (every key but ``strategies`` or ``preset`` is optional)::
 
@@ -34,11 +36,11 @@ from typing import Any
 
 import yaml
 
-from freezetune.config import DistillConfig, RunConfig, copy_data
+from freezetune.config import RunConfig, copy_data
 from freezetune.distill.config import STUDY_TEACHER
 from freezetune.errors import UserError
 from freezetune.freezing.spec import parse_freeze
-from freezetune.options import set_key
+from freezetune.options import identity, set_key
 
 __all__ = [
     "PRESETS",
@@ -50,30 +52,6 @@ __all__ = [
     "num_blocks_of",
     "preset_strategies",
 ]
-
-#: Keys a run's identity does not depend on: where it is written and how it shows progress.
-UNHASHED: tuple[tuple[str, ...], ...] = (
-    ("out",),
-    ("overwrite",),
-    ("train", "progress"),
-    ("train", "report_to"),  # a live logger changes nothing about the run
-    ("train", "inference_cost"),  # timing the saved model afterwards changes nothing either
-)
-
-#: Keys a run's identity holds at a fixed value whatever the run sets: how often it checkpoints
-#: changes nothing about its result (a resumed run ends where an uninterrupted one ends), so a
-#: run an executor checkpoints (Ray: ``executors.ray_cluster``) keeps the run_id it has without.
-NEUTRAL: dict[tuple[str, ...], Any] = {("train", "save_every"): None}
-
-#: the distill section of a run that does not distil (left out of its identity)
-DISTILL_DEFAULTS = dataclasses.asdict(DistillConfig())
-
-#: Keys added after studies were first stored: left out of a run's identity while at these
-#: defaults, so the runs stored before them keep their ids.
-ADDED_DEFAULTS: dict[tuple[str, ...], Any] = {
-    ("data", "image_size"): 96,
-    ("data", "augment"): False,
-}
 
 #: Short names for the settings that labels mention most.
 SHORT_KEYS: dict[str, str] = {
@@ -141,7 +119,7 @@ class PlannedRun:
     seed: int
     lr: float
     train_size: int | None  # None = the whole training split
-    config: dict[str, Any]  # RunConfig.to_dict() minus out/overwrite/train.progress
+    config: dict[str, Any]  # its identity: options.identity(RunConfig), what run_id hashes
     teacher: str | None = None  # run_id of the run it distils from (distill.teacher: "@full")
     report_to: str = "none"  # live logger of the run (not part of its identity)
     save_every: int | None = None  # train.save_every as the study sets it (not in its identity)
@@ -156,23 +134,6 @@ def config_hash(config: dict[str, Any]) -> str:
     """
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def _identity(config: RunConfig) -> dict[str, Any]:
-    data = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, like the stored JSON
-    for path in UNHASHED:
-        parent = data
-        for key in path[:-1]:
-            parent = parent[key]
-        parent.pop(path[-1], None)
-    for path, value in NEUTRAL.items():  # present, like before it was neutral: ids stay
-        data[path[0]][path[1]] = value
-    if data.get("distill") == DISTILL_DEFAULTS:  # runs from before distillation keep their ids
-        data.pop("distill")
-    for (section, key), default in ADDED_DEFAULTS.items():
-        if data[section].get(key) == default:
-            data[section].pop(key)
-    return data
 
 
 def _label(strategy: Strategy, config: dict[str, Any]) -> str:
@@ -303,15 +264,15 @@ class StudySpec:
             config = RunConfig.from_dict(data)
         except UserError as err:
             raise UserError(f"study {self.name}, strategy {strategy.freeze}: {err}") from None
-        identity = _identity(config)
+        what = identity(config)
         return PlannedRun(
-            run_id=config_hash(identity),
-            strategy=_label(strategy, identity),
+            run_id=config_hash(what),
+            strategy=_label(strategy, what),
             freeze=config.freeze,
             seed=seed,
             lr=config.optim.lr,
             train_size=config.data.max_train_samples,
-            config=identity,
+            config=what,
             report_to=config.train.report_to,
             save_every=config.train.save_every,
             inference_cost=config.train.inference_cost,

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS runs (
     seed        INTEGER NOT NULL,
     lr          REAL NOT NULL,
     train_size  INTEGER,               -- data.max_train_samples; NULL = whole training split
-    config      TEXT NOT NULL,         -- JSON: resolved RunConfig minus out/overwrite/progress
+    config      TEXT NOT NULL,         -- JSON: the run's identity (options.identity)
     status      TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
     error       TEXT,                  -- failed runs: the one-line message
     cause       TEXT,                  -- failed runs: inputs (before training) or run
