@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,6 +12,12 @@ from hypothesis import strategies as st
 
 from freezetune.errors import UserError
 from freezetune.freezing import parse_freeze
+from freezetune.freezing.builtin import (
+    AutoFreezeOptions,
+    GradualOptions,
+    ProgressiveOptions,
+    TwoPhaseOptions,
+)
 from freezetune.freezing.policies import (
     AutoFreeze,
     GradientWatcher,
@@ -22,6 +30,7 @@ from freezetune.freezing.policies import (
     make_policy,
     slanted_triangular,
 )
+from freezetune.freezing.registry import option_help, option_types
 
 
 def at(step: int, total: int = 100, per_epoch: int = 10) -> Progress:
@@ -130,3 +139,51 @@ def test_only_autofreeze_watches_gradients():
     assert isinstance(AutoFreeze(num_blocks=4, interval=5), GradientWatcher)
     others = [Static(2), Gradual(4, 5), Progressive(4), TwoPhase(4, head_steps=5)]
     assert not any(isinstance(p, GradientWatcher) for p in others)
+
+
+def test_the_options_dataclass_is_the_one_place_for_defaults():
+    # the documented default head_scale=10 is what users got; the class agrees with it now
+    two = make_policy(parse_freeze("two-phase"), 6, 100, 20, 0.1)
+    assert two.head_lr_factor == TwoPhaseOptions().head_scale == 10.0
+    assert TwoPhase(6, head_steps=5).head_lr_factor == 10.0
+    assert list(option_types(TwoPhaseOptions)) == ["epochs", "steps", "to", "scale", "head_scale"]
+    assert (
+        option_help(AutoFreezeOptions)["p"] == "percentile of the change threshold (default 50.0)"
+    )
+
+
+def test_the_readme_table_states_the_dataclass_defaults():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    options = {
+        "two-phase": TwoPhaseOptions,
+        "gradual": GradualOptions,
+        "progressive": ProgressiveOptions,
+        "autofreeze": AutoFreezeOptions,
+    }
+    for name, kind in options.items():
+        found = re.search(rf"`{name}\[:(.*?)\]`", readme)
+        assert found, name
+        for item in re.split(r",|\\\|", found.group(1)):
+            key, _, value = item.partition("=")
+            if value and value[0].isdigit():
+                assert getattr(kind(), key) == float(value), (name, key)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("autofreeze:p=150", "--freeze autofreeze:p=150: p=150.0 must be in [0, 100]"),
+        ("autofreeze:0", "n must be >= 1 decision intervals, got 0"),
+        ("progressive:t0=0", "t0=0.0 must be in (0, 1]"),
+        ("progressive:scale=cubc", "scale must be cubic or linear, got 'cubc'"),
+        ("progressive:linear,level=2", "level=2.0 must be in [0, 1]"),
+        ("two-phase:to=-1", "to=-1 must be >= 0"),
+        ("two-phase:head_scale=0", "head_scale=0.0 must be > 0"),
+        ("gradual:steps=0", "steps=0 must be >= 1"),
+        ("gradual:epochs=-1", "epochs=-1.0 must be in (0, 1000000]"),
+    ],
+)
+def test_bad_option_values_name_the_value_and_the_range(text, needle):
+    with pytest.raises(UserError) as err:
+        parse_freeze(text)
+    assert needle in str(err.value)

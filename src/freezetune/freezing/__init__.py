@@ -1,6 +1,7 @@
 """What trains: parse a spec (pure), resolve it against a model's units, apply it.
 
-Parsing needs no torch (``freezetune.config`` validates specs with it): the torch-backed names
+Policies are found by name in a registry that plugins extend (:func:`register_policy`, or
+the ``freezetune.policies`` entry points). Parsing needs no torch (``freezetune.config`` validates specs with it): the torch-backed names
 are imported on first use (PEP 562).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from freezetune.freezing.registry import PolicyPlugin, RunShape, register_policy
 from freezetune.freezing.spec import SPEC_HELP, FreezeSpec, parse_freeze
 
 if TYPE_CHECKING:
@@ -33,11 +35,14 @@ __all__ = [
     "FreezeSpec",
     "GradientWatcher",
     "Policy",
+    "PolicyPlugin",
     "Progress",
+    "RunShape",
     "apply_frozen",
     "freeze",
     "frozen_parameters",
     "make_policy",
     "parse_freeze",
+    "register_policy",
     "set_train_modes",
 ]

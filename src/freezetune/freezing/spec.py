@@ -11,6 +11,8 @@ Grammar: components joined by ``+``; ``pattern:REGEX`` must come last (its regex
     static:    full | head | embeddings | bottom:K | top:K | bitfit | pattern:REGEX
     schedules: two-phase[:epochs=1,to=K,scale=1,head_scale=10] | gradual[:epochs=1|steps=N,stlr]
                progressive[:freezeout|linear,t0=0.8,start=0.5,level=1] | autofreeze[:n=10,p=50]
+               | any policy registered with ``register_policy`` or a ``freezetune.policies``
+               entry point (its options are the fields of its options dataclass)
     modifiers: llrd:DECAY | lora[:r=8,alpha=16,dropout=0.1,targets=query|value] | train-bn
     e.g.  bottom:3+bitfit    autofreeze+llrd:0.9    bottom:2+lora:r=4    bottom:5+train-bn
 
@@ -21,31 +23,20 @@ BatchNorm runs in inference mode and stays bit-identical.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
 from freezetune.errors import UserError
+from freezetune.freezing.registry import POLICIES, option_types
 
-__all__ = ["SCHEDULES", "SPEC_HELP", "FreezeSpec", "parse_freeze"]
+__all__ = ["SPEC_HELP", "FreezeSpec", "parse_freeze", "policy_options"]
 
 SPEC_HELP = (
     "full, head, embeddings, bottom:K, top:K, bitfit, pattern:REGEX, two-phase, gradual, "
     "progressive, autofreeze, lora, llrd:DECAY, train-bn, joined with '+' (e.g. bottom:3+bitfit)"
 )
 
-#: schedule -> (positional option name, {option: type})
-SCHEDULES: dict[str, tuple[str, dict[str, type]]] = {
-    "two-phase": (
-        "epochs",
-        {"epochs": float, "steps": int, "to": int, "scale": float, "head_scale": float},
-    ),
-    "gradual": ("epochs", {"epochs": float, "steps": int, "stlr": bool}),
-    "progressive": (
-        "mode",
-        {"mode": str, "t0": float, "scale": str, "start": float, "level": float},
-    ),
-    "autofreeze": ("n", {"n": int, "p": float}),
-}
 LORA_OPTIONS: dict[str, type] = {"r": int, "alpha": int, "dropout": float, "targets": str}
 
 Options = tuple[tuple[str, object], ...]
@@ -64,7 +55,7 @@ class FreezeSpec:
     head_only: bool = False
     bitfit: bool = False  # freeze every weight that is not a bias (outside the head)
     patterns: tuple[str, ...] = ()  # freeze parameters whose qualified name matches
-    schedule: str | None = None  # a key of SCHEDULES: what is frozen changes during training
+    schedule: str | None = None  # a registered policy: what is frozen changes during training
     schedule_options: Options = ()
     llrd: float | None = None  # layer-wise LR decay per unit below the head
     lora: Options | None = None  # LoRA adapters (PEFT); the wrapped weights freeze
@@ -117,16 +108,50 @@ def _value(component: str, key: str, raw: str, kind: type) -> object:
         ) from None
 
 
-def _options(component: str, text: str, positional: str, allowed: dict[str, type]) -> Options:
+def _plugins() -> str:
+    """The registered policies beyond the built-in ones, for the unknown-part message."""
+    extra = [n for n in POLICIES.names() if POLICIES.source(n) != "freezetune"]
+    return f"; or a plugin policy: {', '.join(extra)}" if extra else ""
+
+
+def policy_options(name: str, options: Options, text: str | None = None) -> object:
+    """Policy ``name``'s options dataclass built from parsed ``options``; a bad value is a
+    UserError quoting ``--freeze text``.
+
+    >>> policy_options("autofreeze", (("n", 20),))
+    AutoFreezeOptions(n=20, p=50.0)
+    """
+    kind = POLICIES.get(name).options
+    given = dict(options)
+    missing = [
+        f"{f.name}=..."
+        for f in dataclasses.fields(kind)
+        if f.name not in given
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise UserError(f"--freeze {text or name}: {name} needs {', '.join(missing)}")
+    try:
+        return kind(**given)
+    except UserError as err:
+        raise UserError(f"--freeze {text or name}: {err}") from None
+
+
+def _options(
+    component: str, text: str, positional: str | None, allowed: dict[str, type]
+) -> Options:
     """``a=1,b=2`` (or a bare first value for ``positional``) -> typed ((key, value), ...)."""
     out: dict[str, object] = {}
     for i, item in enumerate(p for p in text.split(",") if p):
         key, eq, raw = item.partition("=")
         if not eq:
-            key, raw = (positional, item) if i == 0 and item not in allowed else (item, "")
+            bare = i == 0 and positional is not None and item not in allowed
+            key, raw = (positional, item) if bare and positional else (item, "")
         if key not in allowed:
             raise UserError(
-                f"--freeze {component}: unknown option {key!r}; choose from {', '.join(allowed)}"
+                f"--freeze {component}: unknown option {key!r}; choose from "
+                f"{', '.join(allowed) or '(none: it takes no options)'}"
             )
         out[key] = _value(component, key, raw, allowed[key])
     return tuple(sorted(out.items()))
@@ -148,12 +173,14 @@ def _parse_part(part: str, fields: dict) -> None:
         fields["bitfit"] = True
     elif name == "train-bn" and not value:
         fields["train_bn"] = True
-    elif name in SCHEDULES:
+    elif name in POLICIES:
         if fields["schedule"]:
             raise UserError(f"--freeze takes one schedule, got {fields['schedule']} and {name}")
-        positional, allowed = SCHEDULES[name]
+        plugin = POLICIES.get(name)
+        options = _options(part, value, plugin.positional, option_types(plugin.options))
+        policy_options(name, options, part)  # its options dataclass validates them now
         fields["schedule"] = name
-        fields["schedule_options"] = _options(part, value, positional, allowed)
+        fields["schedule_options"] = options
     elif name == "llrd" and value:
         decay = _value(part, "DECAY", value, float)
         if not 0 < decay <= 1:  # type: ignore[operator]
@@ -162,7 +189,7 @@ def _parse_part(part: str, fields: dict) -> None:
     elif name == "lora":
         fields["lora"] = _options(part, value, "r", LORA_OPTIONS)
     else:
-        raise UserError(f"unknown --freeze part {part!r}; use {SPEC_HELP}")
+        raise UserError(f"unknown --freeze part {part!r}; use {SPEC_HELP}{_plugins()}")
 
 
 def parse_freeze(text: str) -> FreezeSpec:

@@ -12,6 +12,10 @@ ledger alone writes ``results.sqlite``. Planning, the store and the report stay 
 - under torchrun / accelerate launch, :class:`~.ddp.DdpExecutor`, chosen automatically: every
   run trains data-parallel in the launched processes.
 
+More come from plugins: :func:`register_executor` (code that is not a package) or the
+``freezetune.executors`` entry points of installed packages, each naming a factory that takes
+:class:`ExecutorOptions` and returns an :class:`Executor`.
+
 >>> sorted(EXECUTORS)
 ['local', 'ray']
 >>> make_executor("local", jobs=2)
@@ -25,9 +29,11 @@ freezetune.errors.UserError: unknown --executor 'spark'; choose one of: local, r
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from freezetune.errors import UserError
+from freezetune.plugins import Registry
 from freezetune.study.executors.ddp import DdpExecutor, follow
 from freezetune.study.executors.ledger import Ledger
 from freezetune.study.executors.local import LocalExecutor
@@ -38,11 +44,14 @@ __all__ = [
     "EXECUTORS",
     "DdpExecutor",
     "Executor",
+    "ExecutorFactory",
+    "ExecutorOptions",
     "Ledger",
     "LocalExecutor",
     "RayExecutor",
     "follow",
     "make_executor",
+    "register_executor",
 ]
 
 
@@ -60,34 +69,63 @@ class Executor(Protocol):
         ...
 
 
-def _local(jobs: int, ray_address: str | None, run_resources: str | None) -> Executor:
-    if jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {jobs}")
-    if ray_address is not None or run_resources is not None:
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """The study's executor flags, as every executor factory receives them (``--jobs``,
+    ``--ray-address``, ``--run-resources``). A factory refuses the ones it cannot honour."""
+
+    jobs: int = 1
+    ray_address: str | None = None
+    run_resources: str | None = None
+
+
+#: what a plugin registers: ExecutorOptions -> Executor (UserError on options it refuses)
+ExecutorFactory = Callable[[ExecutorOptions], Executor]
+
+
+def _check(name: str, obj: object) -> str | None:
+    if not callable(obj):
+        return f"is a {type(obj).__name__}, not an executor factory; fix it or uninstall it"
+    return None
+
+
+#: name -> factory; plugins add theirs with ``freezetune.executors`` entry points.
+#: Under torchrun the runner uses :class:`DdpExecutor` whatever the name.
+EXECUTORS: Registry[ExecutorFactory] = Registry(
+    "freezetune.executors", "executor", check=_check, flag="--executor"
+)
+
+
+def register_executor(name: str, factory: ExecutorFactory, *, source: str | None = None) -> None:
+    """Make ``--executor name`` train a study's runs with ``factory(options)``; ``source`` is
+    the package named in errors (default: ``factory``'s top package)."""
+    module = getattr(factory, "__module__", None) or "__main__"
+    EXECUTORS.register(name, factory, source=source or module.partition(".")[0], module=module)
+
+
+def _local(options: ExecutorOptions) -> Executor:
+    if options.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {options.jobs}")
+    if options.ray_address is not None or options.run_resources is not None:
         raise UserError("--ray-address and --run-resources are for --executor ray")
-    return LocalExecutor(jobs)
+    return LocalExecutor(options.jobs)
 
 
-def _ray(jobs: int, ray_address: str | None, run_resources: str | None) -> Executor:
-    if jobs != 1:
+def _ray(options: ExecutorOptions) -> Executor:
+    if options.jobs != 1:
         raise UserError(
             "--jobs is for --executor local; on Ray, --run-resources and the cluster's size "
             "decide how many runs train at once"
         )
-    return RayExecutor(ray_address, parse_resources(run_resources))
+    return RayExecutor(options.ray_address, parse_resources(options.run_resources))
 
 
-#: name -> factory(jobs, ray_address, run_resources); under torchrun: DdpExecutor
-EXECUTORS: dict[str, Callable[[int, str | None, str | None], Executor]] = {
-    "local": _local,
-    "ray": _ray,
-}
+register_executor("local", _local)
+register_executor("ray", _ray)
 
 
 def make_executor(
     name: str, *, jobs: int = 1, ray_address: str | None = None, run_resources: str | None = None
 ) -> Executor:
     """The executor ``--executor name`` means, its options checked (UserError on bad ones)."""
-    if name not in EXECUTORS:
-        raise UserError(f"unknown --executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
-    return EXECUTORS[name](jobs, ray_address, run_resources)
+    return EXECUTORS.get(name)(ExecutorOptions(jobs, ray_address, run_resources))
