@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from freezetune import distributed
 from freezetune.batching import make_loader, rank_share_loader
+from freezetune.best import restore as restore_best
 from freezetune.caching import Caches, caches_prefix, make_caches
 from freezetune.config import RunConfig
 from freezetune.distill.run import make_objective
@@ -33,11 +34,12 @@ from freezetune.freezing.lora import merge_lora
 from freezetune.freezing.policies import Policy, make_policy
 from freezetune.inference import measure_inference
 from freezetune.inputs import Setup, check_inputs, prepare
-from freezetune.loop import Loop
+from freezetune.loop import Dev, Loop, Seams
 from freezetune.modality import Collate
 from freezetune.objectives import Objective
 from freezetune.observers import make_observers
 from freezetune.optim import build_optimizer
+from freezetune.plan import Plan
 from freezetune.records import RunResult, atomic_write_json, peak_rss_mb, provenance
 from freezetune.rundir import resume_config, start_outputs, start_record
 from freezetune.scoring import evaluate_model
@@ -64,7 +66,7 @@ def _on_signals(loop: Loop) -> Any:
         return {}
 
     def request_stop(signum: int, _frame: Any) -> None:
-        loop.stop_signal = signum
+        loop.saver.stop_signal = signum
         print(
             f"\n{signal.Signals(signum).name}: finishing this step, then checkpointing",
             file=sys.stderr,
@@ -193,25 +195,26 @@ def _make_loop(
             frozen_units=frozen_units,
         )
 
-    return Loop(
-        model,
+    plan = Plan(
         setup.units,
         setup.spec,
         policy,
-        optimizer,
-        evaluate,
-        train=t,
-        optim=setup.config.optim,
-        main_metric=task.main_metric,
         total_steps=steps_per_epoch * t.epochs,
         steps_per_epoch=steps_per_epoch,
+        warmup_ratio=setup.config.optim.warmup_ratio,
+    )
+    main = distributed.current().is_main  # observers watch the main process only
+    observers = make_observers((t.report_to,), setup.out, setup.config.to_dict()) if main else ()
+    seams = Seams(caches, objective, observers)
+    return Loop(
+        model,
+        optimizer,
+        plan,
+        Dev(evaluate, task.main_metric),
+        train=t,
+        optim=setup.config.optim,
         out=setup.out,
-        device=device,
-        caches=caches,
-        objective=objective,
-        observers=make_observers((t.report_to,), setup.out, setup.config.to_dict())
-        if distributed.current().is_main
-        else (),
+        seams=seams,
     )
 
 
@@ -224,16 +227,14 @@ def _train(setup: Setup, loop: Loop, latest: Path | None, data: _Batches) -> Run
             print(f"resumed from {latest} (step {loop.state.step})", file=sys.stderr)
     distributed.barrier(d)  # rank 0 has set the folder up (or trimmed it for resuming)
     if latest is None:  # a fresh start: observers see the record metrics.jsonl starts with
-        for observer in loop.observers:
-            observer.on_record(start_record(setup.config, loop.total_steps))
+        loop.recorder.announce(start_record(setup.config, loop.plan.total_steps))
     previous = _on_signals(loop)
     try:
         loop.run(data.train_loader, position)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for observer in loop.observers:
-            observer.close()
+        loop.recorder.close()
     return _finish(setup, loop, data, loop.caches)
 
 
@@ -262,10 +263,7 @@ def _inference_cost(setup: Setup, data: _Batches) -> dict[str, Any] | None:
 def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResult:
     """Restore the best weights, save the model, time it and write ``result.json``."""
     model, s = loop.model, loop.state
-    with torch.no_grad():
-        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        for name, value in s.best_weights.items():
-            tensors[name].copy_(value)
+    restore_best(model, s.best_weights)
     trainable, total = count_params(model)
     policy_state = loop.policy.state_dict()
     main = loop.dist.is_main  # replicas are identical: rank 0 writes for all of them
@@ -316,7 +314,9 @@ def train_or_resume(config: RunConfig) -> RunResult:
     same as if it had never stopped); one without any (none yet, or killed before its first)
     starts from scratch, replacing what the earlier attempt left, as ``overwrite`` would. A
     folder holding a run of another config raises UserError naming the first differing key
-    (``out``, ``overwrite`` and ``train.progress`` may differ); with ``overwrite`` it is
+    (the options declared ``identity=False`` may differ: ``out``, ``overwrite``,
+    ``train.progress``, ``train.report_to``, ``train.inference_cost``, ``train.save_every``);
+    with ``overwrite`` it is
     replaced instead. Anything else ``train`` refuses (a folder holding a model) is refused.
     SIGINT/SIGTERM checkpoint and raise ``loop.Interrupted``, as in ``train``. So a requeued
     job, or an executor retrying a run, repeats the same call:

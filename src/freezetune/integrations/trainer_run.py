@@ -16,6 +16,7 @@ from torch.utils.hooks import RemovableHandle
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from freezetune.errors import UserError
+from freezetune.freezer import FreezeLog, Freezer
 from freezetune.freezing import FreezeSpec
 from freezetune.freezing.policies import Policy
 from freezetune.integrations.trainer_grads import RawGradients
@@ -24,6 +25,7 @@ from freezetune.units import Units
 __all__ = [
     "Run",
     "checkpoint_folder",
+    "exported_state",
     "resumed_state",
     "saved_state",
     "steps_per_epoch",
@@ -43,6 +45,7 @@ class Run:
     main: bool  # the world's process 0: it prints and writes files
     eval_hook: RemovableHandle
     grads: RawGradients | None  # AutoFreeze's signal, for a policy that watches gradients
+    freezer: Freezer  # applies, records and prints each change of what is frozen
 
     def close(self) -> None:
         """Remove the hooks: the model trains as plain PyTorch again."""
@@ -80,6 +83,22 @@ def warmup_ratio(args: Any, max_steps: int) -> float:
 def checkpoint_folder(args: Any, state: Any) -> str:
     """The folder Trainer writes (and by default resumes) the checkpoint of this step in."""
     return os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+
+
+def exported_state(
+    spec: FreezeSpec, policy: Policy | None, log: FreezeLog, run: Run | None
+) -> dict[str, Any] | None:
+    """What FreezeCallback exports as its ``saved`` attribute (``trainer_state.json``) for a
+    resumed ``train()``: None before training starts."""
+    if policy is None:
+        return None
+    return {
+        "spec": spec.text,
+        "policy": policy.state_dict(),
+        "frozen_units": log.frozen_units,
+        "changes": log.timeline,
+        "grads": bool(run and run.grads and run.grads.pending),
+    }
 
 
 def saved_state(state: Any, name: str) -> dict[str, Any] | None:

@@ -71,7 +71,8 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from freezetune.freezing import apply_frozen, frozen_parameters, parse_freeze, set_train_modes
+from freezetune.freezer import FreezeLog, Freezer
+from freezetune.freezing import FreezeSpec, apply_frozen, frozen_parameters, parse_freeze
 from freezetune.freezing.policies import GradientWatcher, Policy, Progress, make_policy
 from freezetune.integrations.trainer_checks import (
     check_args,
@@ -89,11 +90,12 @@ from freezetune.integrations.trainer_lr import (
 from freezetune.integrations.trainer_run import (
     Run,
     checkpoint_folder,
+    exported_state,
     resumed_state,
     steps_per_epoch,
     warmup_ratio,
 )
-from freezetune.units import Units, count_params, split_units, trainable_line
+from freezetune.units import Units, split_units
 
 __all__ = ["FreezeCallback", "UnitLR"]
 
@@ -130,12 +132,21 @@ class FreezeCallback(TrainerCallback, ExportableState):
         self.spec = parse_freeze(spec)
         self.blocks_path = blocks_path
         self.embeddings_paths = list(embeddings_paths) if embeddings_paths is not None else None
-        self.changes: list[dict[str, Any]] = []
+        self.log = FreezeLog()  # what is frozen now and one record per change
         self.policy: Policy | None = None
-        self.frozen_units: int | None = None  # leading units frozen now; None before training
         self.saved: dict[str, Any] | None = None  # set by Trainer when it restores callbacks
         self._frozen_early = False  # requires_grad was set before Trainer built its optimizer
         self._run: Run | None = None
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """One record per change of what trains (``freezetune train``'s ``freeze_timeline``)."""
+        return self.log.timeline
+
+    @property
+    def frozen_units(self) -> int | None:
+        """Leading units frozen now; None before training."""
+        return self.log.frozen_units
 
     # ----------------------------------------------------------------- public helpers
 
@@ -154,23 +165,13 @@ class FreezeCallback(TrainerCallback, ExportableState):
 
     def state(self) -> dict[str, Any]:
         """What Trainer saves in ``trainer_state.json`` (``ExportableState``)."""
-        run, saved = self._run, None
-        if self.policy is not None:
-            saved = {
-                "spec": self.spec.text,
-                "policy": self.policy.state_dict(),
-                "frozen_units": self.frozen_units,
-                "changes": self.changes,
-                "grads": bool(run and run.grads and run.grads.pending),
-            }
-        return {
-            "args": {
-                "spec": self.spec.text,
-                "blocks_path": self.blocks_path,
-                "embeddings_paths": self.embeddings_paths,
-            },
-            "attributes": {"saved": saved},
+        args = {
+            "spec": self.spec.text,
+            "blocks_path": self.blocks_path,
+            "embeddings_paths": self.embeddings_paths,
         }
+        saved = exported_state(self.spec, self.policy, self.log, self._run)
+        return {"args": args, "attributes": {"saved": saved}}
 
     # ----------------------------------------------------------------- Trainer events
 
@@ -180,7 +181,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         check_lora(model, self.spec)
         # Trainer's optimizer will hold what requires grad when train() starts: make that
         # everything the spec may ever train (freezetune's own optimizer holds the same)
-        apply_frozen(model, self._excluded(self._split(model)))
+        apply_frozen(model, never_trains(self.spec, self._split(model)))
         self._frozen_early = True
 
     def on_train_begin(
@@ -195,7 +196,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         watcher = isinstance(policy, GradientWatcher)
         check_args(args, self.spec, watcher=watcher, frozen_early=self._frozen_early)
         check_lora(model, self.spec)
-        excluded = self._excluded(units)
+        excluded = never_trains(self.spec, units)
         may_train = [name for name, _ in model.named_parameters() if name not in excluded]
         check_optimizer(model, optimizer, may_train, self.spec)
         per_unit = needs_unit_lrs(self.spec, policy, len(units.units), total, per_epoch)
@@ -214,6 +215,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
             main=state.is_world_process_zero,
             eval_hook=model.register_forward_pre_hook(self._keep_frozen_in_eval),
             grads=RawGradients(model, units) if watcher else None,
+            freezer=Freezer(model, units, self.spec, self.log, state.is_world_process_zero),
         )
         if isinstance(lr_scheduler, UnitLR):
             lr_scheduler.attach(self.lr_factor)
@@ -266,37 +268,15 @@ class FreezeCallback(TrainerCallback, ExportableState):
         if run is None or policy is None:
             return
         frozen = policy.frozen_units(Progress(step, run.total_steps, run.steps_per_epoch))
-        if frozen == self.frozen_units:
-            return
-        self.frozen_units = frozen
-        self._apply(frozen)
-        line = trainable_line(run.model)
-        self.changes.append(
-            {
-                "event": "freeze",
-                "step": step,
-                "units_frozen": frozen,
-                "trainable_params": count_params(run.model)[0],
-                "trainable": line,
-            }
-        )
-        if run.main:  # freezetune's loop prints the same line
-            print(f"step {step}: {frozen} units frozen; {line}", file=sys.stderr)
-
-    def _apply(self, frozen: int) -> None:
-        run = self._run
-        assert run is not None
-        apply_frozen(run.model, frozen_parameters(run.units, self.spec, frozen))
-        set_train_modes(run.model, run.units, frozen, run.model.training, self.spec.train_bn)
+        run.freezer.update(frozen, step, training=run.model.training)  # as freezetune's loop
 
     def _keep_frozen_in_eval(self, model: nn.Module, inputs: Any) -> None:
         # Trainer calls model.train() before every micro-batch (training_step), and only the
         # first micro-batch of a step has an on_step_begin; a pre-hook on the model runs right
         # before every forward, whoever changed the modes. Trainer has just called
         # model.train(), so set_train_modes' own model.train() changes nothing else.
-        run, frozen = self._run, self.frozen_units
-        if run is not None and frozen and model.training:
-            set_train_modes(model, run.units, frozen, True, self.spec.train_bn)
+        if self._run is not None and self.frozen_units and model.training:
+            self._run.freezer.set_modes(training=True)
 
     def _restore(self, args: Any, state: Any) -> None:
         """Continue a resumed run where its checkpoint left off; start afresh otherwise."""
@@ -304,13 +284,14 @@ class FreezeCallback(TrainerCallback, ExportableState):
         assert run is not None and policy is not None
         saved = resumed_state(self.spec, policy, state, self.saved, type(self).__name__)
         self.saved = None  # used once: a later fresh train() must not see it
+        log = self.log
         if saved is None:
-            self.changes, self.frozen_units = [], None
+            log.timeline, log.frozen_units = [], None
             return
         policy.load_state_dict(saved["policy"])
-        self.changes, self.frozen_units = list(saved["changes"]), saved["frozen_units"]
-        if self.frozen_units is not None:
-            self._apply(self.frozen_units)  # silently: the change was logged before the stop
+        log.timeline, log.frozen_units = list(saved["changes"]), saved["frozen_units"]
+        if log.frozen_units is not None:  # silently: the change was logged before the stop
+            run.freezer.apply(log.frozen_units, run.model.training)
         if saved["grads"] and run.grads is not None:
             run.grads.load(checkpoint_folder(args, state))
 
@@ -321,9 +302,9 @@ class FreezeCallback(TrainerCallback, ExportableState):
             model, blocks_path=self.blocks_path, embeddings_paths=self.embeddings_paths
         )
 
-    def _excluded(self, units: Units) -> frozenset[str]:
-        """What never trains: a static spec's frozen units and selections, a schedule's
-        selections only (``optim.build_optimizer`` keeps the same out)."""
-        static = self.spec.schedule is None
-        prefix = self.spec.frozen_units(units.num_blocks) if static else 0
-        return frozen_parameters(units, self.spec, prefix)
+
+def never_trains(spec: FreezeSpec, units: Units) -> frozenset[str]:
+    """What never trains: a static spec's frozen units and selections, a schedule's
+    selections only (``optim.build_optimizer`` keeps the same out)."""
+    prefix = spec.frozen_units(units.num_blocks) if spec.schedule is None else 0
+    return frozen_parameters(units, spec, prefix)
