@@ -331,3 +331,15 @@ def test_the_tables_fit_a_laptop_window_in_chromium(tmp_path):
     assert all(table <= box + 0.5 for table, box in wide["tables"]), wide
     narrow = layout(tmp_path, page, 700)  # a phone: the containers scroll, the page does not
     assert narrow["page"] <= narrow["window"], narrow
+
+
+def test_a_freeze_significantly_better_than_full_can_be_the_cheapest():
+    # the vision study at 500 images: freezing the body beats full fine-tuning beyond the noise
+    # and trains in a third of the time; "without a measurable loss" includes it
+    better = [
+        *(row("full", s, v, 100.0 + s) for s, v in enumerate([0.67, 0.68, 0.69])),
+        *(at(row("bottom:3", s, v, 30.0 + s), 4) for s, v in enumerate([0.75, 0.76, 0.755])),
+    ]
+    (answer,) = answer_study(summarize(better))
+    assert answer.indistinguishable == () and answer.cheapest == "bottom:3"
+    assert "Cheapest to train without a measurable loss: bottom:3" in " ".join(answer.bullets)

@@ -244,7 +244,8 @@ def _answer(
         return _no_signal(context, lines, floor, sig, said)
     bullets = {"reach": sentences[0], **({"below": below} if below else {})}
     verdict, caveats, same = tests(full, others)
-    cheap_text, cheap = cheapest(full, same)
+    better = [x for x in others if x not in same and x.p_adjusted is not None and (x.diff or 0) > 0]
+    cheap_text, cheap = cheapest(full, [*same, *better])  # not significantly worse than full
     deep_text, deep, point = deepest(full, others, metric)
     disagree = _disagree(others, floor, point) if floor else ""
     found = trend(lines)

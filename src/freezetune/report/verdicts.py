@@ -7,8 +7,9 @@ survives the picking (:mod:`freezetune.report.rules`):
 - **The deepest freeze that keeps >= 90%** of full fine-tuning's gain (of its score when the
   baseline is unknown) is claimed only where the share's 95% interval clears 90%; a deeper
   freeze whose point estimate is above 90% is named as unconfirmed.
-- **The cheapest to train without a measurable loss**: among the strategies indistinguishable
-  from full that keep >= 90% by their interval, and full itself, the least training time, named
+- **The cheapest to train without a measurable loss**: among the strategies not significantly
+  worse than full (indistinguishable, or significantly better) that keep >= 90% by their
+  interval, and full itself, the least training time, named
   only when it is below every other's beyond the run-to-run noise
   (:func:`~freezetune.report.speed.least_training`).
 
@@ -29,8 +30,9 @@ from freezetune.report.tables import Line
 __all__ = ["CHEAPEST_RULE", "cheapest", "deepest", "describe_units", "tests", "trains"]
 
 CHEAPEST_RULE = (
-    "Cheapest to train without a measurable loss: among the strategies indistinguishable from "
-    f"full fine-tuning whose 95% CI keeps >= {KEEP:.0%} (and full itself), the least training "
+    "Cheapest to train without a measurable loss: among the strategies not significantly worse "
+    "than full fine-tuning (indistinguishable from it or significantly better) whose 95% CI "
+    f"keeps >= {KEEP:.0%} (and full itself), the least training "
     "time per run, named only when Welch's t-test on the seeds' wall times puts it below every "
     f"other's (Holm-adjusted, p < {ALPHA}): the run-to-run noise the study measured. The same "
     "rule names a fastest model at inference, and only between different models: strategies "
@@ -121,8 +123,8 @@ def cheapest(full: Line, same: list[Line]) -> tuple[str | None, Line | None]:
     eligible = confirmed(same)
     if not eligible:
         return (
-            "No strategy is known to train without a measurable loss (indistinguishable from "
-            f"full fine-tuning and keeping >= {KEEP:.0%} by its 95% CI), so none is named "
+            "No strategy is known to train without a measurable loss (not significantly worse "
+            f"than full fine-tuning and keeping >= {KEEP:.0%} by its 95% CI), so none is named "
             "cheapest.",
             None,
         )
