@@ -26,6 +26,7 @@ from freezetune.options import NOT_SET, identity, option
 from freezetune.rundir import auto_action
 from freezetune.study import StudySpec
 from freezetune.study.spec import config_hash
+from test_study import rows_of
 
 # ---- run ids stay ---------------------------------------------------------------------------
 
@@ -210,15 +211,6 @@ def study_args(tiny_bert: str, root: Path, *extra: str) -> list[str]:
         "--max-eval-samples", "16", "--max-length", "24", "--epochs", "2", "--batch-size", "8",
         "--threads", "1", "--out-root", str(root), "--no-progress", "optim.lr=1e-3", *extra,
     ]  # fmt: skip
-
-
-def rows_of(folder: Path) -> dict[str, sqlite3.Row]:
-    conn = sqlite3.connect(folder / "results.sqlite")
-    conn.row_factory = sqlite3.Row
-    try:
-        return {r["run_id"]: r for r in conn.execute("SELECT * FROM runs")}
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
