@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from freezetune.errors import UserError
-from freezetune.evaluate import compute_metrics, main_metric
+from freezetune.evaluate import compute_metrics
 from freezetune.tasks import GLUE_TASKS, TaskInfo
 
 MRPC = GLUE_TASKS["mrpc"].task  # f1 + accuracy
@@ -79,7 +79,7 @@ def test_bad_inputs() -> None:
 
 
 def test_main_metric() -> None:
-    assert [main_metric(GLUE_TASKS[n].task) for n in ("mrpc", "stsb", "cola", "sst2")] == [
+    assert [GLUE_TASKS[n].task.main_metric for n in ("mrpc", "stsb", "cola", "sst2")] == [
         "f1",
         "pearson",
         "mcc",

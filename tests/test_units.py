@@ -449,14 +449,15 @@ def test_trainable_line_matches_peft(capsys: pytest.CaptureFixture[str]) -> None
     assert count_params(model) == tuple(model.get_nb_trainable_parameters())
 
 
-def test_describe_units_and_param_count() -> None:
+def test_describe_units_counts_each_units_parameters() -> None:
     model = classifier("bert")
     units = split_units(model)
     for name in units.units[0].params:
         model.get_parameter(name).requires_grad_(False)
     rows = describe_units(model, units)
     assert [row[0] for row in rows] == list(units.names)
-    assert [row[1] for row in rows] == units.param_count(model)
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+    assert [row[1] for row in rows] == [sum(sizes[n] for n in u.params) for u in units.units]
     assert rows[0][2] == 0 and rows[0][1] > 0
     assert all(total == train for _, total, train in rows[1:])
     trainable, total = count_params(model)

@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from freezetune.errors import UserError
 from freezetune.tasks import TaskInfo
 
-__all__ = ["METRICS", "compute_metrics", "main_metric"]
+__all__ = ["METRICS", "compute_metrics"]
 
 
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -91,13 +91,3 @@ def compute_metrics(
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
     return {name: METRICS[name](predictions, labels) for name in task.metrics}
-
-
-def main_metric(task: TaskInfo) -> str:
-    """The metric to select checkpoints and compare runs by.
-
-    >>> from freezetune.tasks import GLUE_TASKS
-    >>> main_metric(GLUE_TASKS["stsb"].task)
-    'pearson'
-    """
-    return task.main_metric

@@ -98,11 +98,6 @@ class Units:
         owned = {name for unit in self.units[:units] for name in unit.params}
         return frozenset(name for name in owned if name.rpartition(".")[0] in self.norms)
 
-    def param_count(self, model: nn.Module) -> list[int]:
-        """Number of parameter elements in each unit, in unit order."""
-        sizes = {name: p.numel() for name, p in model.named_parameters()}
-        return [sum(sizes[name] for name in unit.params) for unit in self.units]
-
 
 # --------------------------------------------------------------------------- units
 
