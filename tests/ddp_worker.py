@@ -25,7 +25,7 @@ def main() -> None:
         for config_dict in json.loads(Path(sys.argv[1]).read_text()):
             config = RunConfig.from_dict(config_dict)
             setup = prepare(config)
-            train(config, setup)
+            train(setup)
             weights = {n: p.detach().contiguous() for n, p in setup.model.named_parameters()}
             save_file(weights, Path(config.out) / f"rank{d.rank}.safetensors")
     finally:

@@ -106,7 +106,7 @@ def test_weight_files_only_count_the_top_level(tmp_path):
 def test_a_trained_lora_run_is_measured_merged(tiny_bert, tmp_path):
     config = tiny_run_config(tiny_bert, tmp_path / "run", "lora", train_samples=32)
     setup = prepare(config)
-    result = train(config, setup)
+    result = train(setup)
     tokenizer = setup.loaded.tokenizer
     feats = tokenize(setup.data.validation, tokenizer, max_length=config.data.max_length)
     collate = Collator.for_task(tokenizer, setup.data.task)

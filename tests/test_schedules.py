@@ -95,7 +95,7 @@ def unit_params(setup, upto):
 def test_gradual_thaws_units_that_then_train_with_fresh_state(tiny_bert, tmp_path, watch):
     cfg = config(tiny_bert, tmp_path, "gradual:steps=2")
     setup = prepare(cfg)
-    train(cfg, setup)
+    train(setup)
     watch, final, _ = split(watch)
     # 3 blocks: units [embeddings, block.0-2, head]; only the head trains at first
     assert [c["n"] for c in watch] == [4, 3, 2, 1, 0]
@@ -117,7 +117,7 @@ def test_gradual_thaws_units_that_then_train_with_fresh_state(tiny_bert, tmp_pat
 def test_progressive_freezes_bottom_up_and_frozen_units_stop_changing(tiny_bert, tmp_path, watch):
     cfg = config(tiny_bert, tmp_path, "progressive", epochs=4)
     setup = prepare(cfg)
-    result = train(cfg, setup)
+    result = train(setup)
     watch, final, grads = split(watch)
     ns = [c["n"] for c in watch]
     assert ns == sorted(ns) and ns[-1] == setup.units.num_blocks  # top block never freezes
@@ -136,7 +136,7 @@ def test_progressive_freezes_bottom_up_and_frozen_units_stop_changing(tiny_bert,
 def test_autofreeze_decides_from_gradients_and_freezes_monotonically(tiny_bert, tmp_path, watch):
     cfg = config(tiny_bert, tmp_path, "autofreeze:n=6", epochs=3)
     setup = prepare(cfg)
-    result = train(cfg, setup)
+    result = train(setup)
     watch, final, _ = split(watch)
     decisions = result.policy_state["decisions"]
     assert len(decisions) == 5  # 12 steps / interval 2 -> 6 decision points, the first stores
@@ -193,7 +193,7 @@ def test_two_phase_head_first_then_all(tiny_bert, tmp_path, watch):
     cfg = config(tiny_bert, tmp_path, "two-phase:steps=4", epochs=2)
     setup = prepare(cfg)
     before = {k: v.detach().clone() for k, v in setup.model.named_parameters()}
-    train(cfg, setup)
+    train(setup)
     watch, final, _ = split(watch)
     assert [(c["step"], c["n"]) for c in watch] == [(0, 4), (4, 0)]
     head_phase_end = watch[1]["params"]
@@ -219,7 +219,7 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_bert, tmp_path, 
     cfg = config(tiny_bert, tmp_path, "lora:r=4", epochs=1)
     setup = prepare(cfg)
     before = {k: v.detach().clone() for k, v in setup.model.named_parameters()}
-    result = train(cfg, setup)
+    result = train(setup)
     _, after, _ = split(watch)
     head = set(setup.units.units[-1].params)  # pooler + classifier: the head always trains
     for name, value in before.items():

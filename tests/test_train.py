@@ -35,7 +35,7 @@ def config(tiny_bert, tmp_path, freeze="full", **train_kw):
 def run_with_weights(cfg):
     setup = prepare(cfg)
     before = {n: p.detach().clone() for n, p in setup.loaded.model.named_parameters()}
-    result = train(cfg, setup)
+    result = train(setup)
     after = dict(setup.loaded.model.named_parameters())
     return setup, before, after, result
 

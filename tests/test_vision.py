@@ -123,7 +123,7 @@ def test_bottom_k_keeps_frozen_weights_and_batchnorm_bit_identical(
     # in-process: frozen parameters get no gradient, and the saved folder predicts the same
     config = image_config(tiny_effnet, tiny_fashion_mnist, tmp_path / "again", "bottom:3")
     setup = prepare(config)
-    train(config, setup)
+    train(setup)
     for name, param in setup.model.named_parameters():
         if frozen(name):
             assert not param.requires_grad and param.grad is None, name

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -220,10 +220,11 @@ class PrefixCache:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def forward(self, batch: dict[str, torch.Tensor], frozen_units: int) -> Any:
+    def forward(self, batch: Mapping[str, torch.Tensor], frozen_units: int) -> Any:
         """The model's output for ``batch`` with ``frozen_units`` leading units frozen, read
         from the cache when it can."""
-        index = batch.pop("index").cpu()  # the cache lives in host memory
+        index = batch["index"].cpu()  # the cache lives in host memory
+        batch = {k: v for k, v in batch.items() if k != "index"}  # the caller's stays whole
         if "pixel_values" in batch:
             self.input_shape = tuple(batch["pixel_values"].shape[1:])
         self.set_level(frozen_units)

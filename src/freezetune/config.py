@@ -281,6 +281,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     freeze: str = option("full", f"what trains: {SPEC_HELP}")
+    objective: str | None = option(
+        None,
+        "the loss: NAME[:key=value,...] of a registered objective (default: the task's loss, "
+        "or distill with --teacher)",
+        absent_means=None,
+    )
     out: str = option(
         "runs/train", "output folder: metrics.jsonl, result.json and the model", identity=False
     )

@@ -29,6 +29,7 @@ from freezetune.freezing.apply import check_spec
 from freezetune.freezing.lora import add_lora
 from freezetune.modality import MODALITIES, Modality, checked_modality
 from freezetune.models import LoadedModel
+from freezetune.objectives import check_objective
 from freezetune.observers import check_reporters
 from freezetune.rundir import check_out_dir
 from freezetune.tasks import TaskData
@@ -90,6 +91,7 @@ def check_inputs(config: RunConfig) -> Setup:
     loaded = modality.load_model(config, data.task)
     cut_student(config, loaded.model)  # --student-layers: before LoRA and the unit split
     teacher = check_teacher(config, data, loaded.tokenizer)
+    check_objective(config)  # registered, its options parse, the teacher it needs is there
     model: nn.Module = loaded.model
     if spec.lora is not None:
         model = add_lora(loaded.model, dict(spec.lora))

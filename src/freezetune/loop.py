@@ -32,9 +32,10 @@ from freezetune.caching import Caches
 from freezetune.checkpointer import Checkpointer, Interrupted
 from freezetune.config import OptimConfig, TrainConfig
 from freezetune.freezer import Freezer
-from freezetune.objectives import Objective, TaskLoss
+from freezetune.objectives import Batch, Objective, TaskLoss
 from freezetune.observers import Observer
 from freezetune.plan import Plan
+from freezetune.precision import autocast
 from freezetune.recorder import Recorder, eval_record
 from freezetune.state import LoopState
 from freezetune.stopwatch import Stopwatch
@@ -69,16 +70,11 @@ class Seams:
 NO_SEAMS = Seams()  # the task's loss, no caches, no observers
 
 
-def autocast(enabled: bool, device: torch.device) -> torch.autocast:
-    """bf16 autocast on ``device`` when ``enabled``; a no-op context otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def forward(model: nn.Module, cache: PrefixCache | None, batch: dict, frozen_units: int) -> Any:
-    """The model's output for ``batch``; from cached frozen-prefix states when possible."""
+def forward(model: nn.Module, cache: PrefixCache | None, batch: Batch, frozen_units: int) -> Any:
+    """The model's output for ``batch``; from cached frozen-prefix states when possible. The
+    batch is left as it was (``index`` is read, not passed to the model)."""
     if cache is None:
-        batch.pop("index", None)
-        return model(**batch)
+        return model(**{k: v for k, v in batch.items() if k != "index"})
     return cache.forward(batch, frozen_units)
 
 
@@ -198,14 +194,16 @@ class Loop:
         """Forward and backward one (micro-)batch; under DDP all-reduce only when ``sync``."""
         t, s = self.train, self.state
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        index, labels = batch.get("index"), batch["labels"]
+
+        def run(b: Batch) -> Any:
+            return forward(self.runner, self.caches.train, b, s.frozen_units or 0)
 
         def loss() -> torch.Tensor:
             with autocast(t.bf16, self.device):
-                out = forward(self.runner, self.caches.train, batch, s.frozen_units or 0)
-                return self.objective.loss(out, labels, index) / t.grad_accum
+                return self.objective.loss(run, batch)[0] / t.grad_accum
 
-        value, examples, finite = weighted_backward(self.runner, loss, len(labels), sync, self.dist)
+        size = len(batch["labels"])
+        value, examples, finite = weighted_backward(self.runner, loss, size, sync, self.dist)
         if not finite:  # stop, or skip the batch when asked
             self.recorder.log(nonfinite(value, s.step, t.skip_nonfinite))
             if self.dist.enabled:  # this window's gradients may never be all-reduced now:

@@ -12,7 +12,8 @@ from torch import nn
 from freezetune import distributed
 from freezetune.cache import PrefixCache
 from freezetune.evaluate import compute_metrics
-from freezetune.loop import autocast, forward
+from freezetune.loop import forward
+from freezetune.precision import autocast
 from freezetune.tasks import TaskInfo
 
 __all__ = ["evaluate_model"]

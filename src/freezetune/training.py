@@ -25,24 +25,20 @@ from torch.utils.data import DataLoader
 from freezetune import distributed
 from freezetune.batching import make_loader, rank_share_loader
 from freezetune.best import restore as restore_best
-from freezetune.caching import Caches, caches_prefix, make_caches
 from freezetune.config import RunConfig
-from freezetune.distill.run import make_objective
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
-from freezetune.freezing.lora import merge_lora
 from freezetune.freezing.policies import Policy, make_policy
 from freezetune.inference import measure_inference
 from freezetune.inputs import Setup, check_inputs, prepare
 from freezetune.loop import Dev, Loop, Seams
 from freezetune.modality import Collate
-from freezetune.objectives import Objective
-from freezetune.observers import make_observers
 from freezetune.optim import build_optimizer
 from freezetune.plan import Plan
 from freezetune.records import RunResult, atomic_write_json, peak_rss_mb, provenance
 from freezetune.rundir import resume_config, start_outputs, start_record
 from freezetune.scoring import evaluate_model
+from freezetune.seams import fixed_shards, make_seams, save_model
 from freezetune.units import count_params
 
 __all__ = [
@@ -75,18 +71,18 @@ def _on_signals(loop: Loop) -> Any:
     return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
-def train(config: RunConfig, setup: Setup | None = None) -> RunResult:
-    """Fine-tune as ``config`` says and return the result (also written to ``result.json``).
+def train(run: RunConfig | Setup) -> RunResult:
+    """Fine-tune as the config says and return the result (also written to ``result.json``).
 
-    ``setup``, when given, is ``prepare(config)`` done by the caller (to look at the model
-    before or after training).
+    ``run`` is a :class:`RunConfig`, or the :class:`Setup` that ``prepare(config)`` returned
+    to a caller that looks at the model before or after training.
 
     >>> from freezetune.config import RunConfig
     >>> result = train(RunConfig.from_dict({"freeze": "bottom:3", "out": "runs/x"}))  # doctest: +SKIP
     >>> result.best_score, result.steps  # doctest: +SKIP
     (0.88, 6315)
     """
-    return _run(setup or prepare(config), resume=False)
+    return _run(run if isinstance(run, Setup) else prepare(run), resume=False)
 
 
 def resume(out: str | Path, *, progress: bool | None = None) -> RunResult:
@@ -131,7 +127,7 @@ def _batches(setup: Setup, model: nn.Module, d: Dist) -> _Batches:
         group_by_length=config.data.group_by_length,
         rank=d.rank,
         world=d.world,
-        fixed_shards=d.enabled and caches_prefix(model, setup.units, setup.spec, t),
+        fixed_shards=fixed_shards(setup, model, d),
     )
     eval_loader = rank_share_loader(
         eval_features, batch_size=t.eval_batch_size, collate=collate, rank=d.rank, world=d.world
@@ -160,13 +156,9 @@ def _run(setup: Setup, resume: bool) -> RunResult:
         setup.spec, setup.units.num_blocks, total_steps, steps_per_epoch, config.optim.warmup_ratio
     )
     latest = start_outputs(setup.out, config, resume, total_steps, d)
-    # frozen prefixes run once: their outputs are cached per example (RAM or a file)
     splits = {"train": data.train, "validation": data.validation}
-    caches = make_caches(model, setup.units, setup.spec, t, setup.out, splits)
-    objective = make_objective(
-        config, setup.teacher, setup.data, data.train, data.collate, device, d
-    )
-    loop = _make_loop(setup, model, optimizer, policy, data, caches, device, objective)
+    seams = make_seams(setup, model, splits, data.collate, device, d)
+    loop = _make_loop(setup, model, optimizer, policy, data, seams, device)
     return _train(setup, loop, latest, data)
 
 
@@ -176,9 +168,8 @@ def _make_loop(
     optimizer: torch.optim.Optimizer,
     policy: Policy,
     data: _Batches,
-    caches: Caches,
+    seams: Seams,
     device: torch.device,
-    objective: Objective,
 ) -> Loop:
     """The loop over ``data``: it evaluates on the dev loader, from the dev cache if any."""
     t, task = setup.config.train, setup.data.task
@@ -191,7 +182,7 @@ def _make_loop(
             task,
             device,
             bf16=t.bf16,
-            cache=caches.validation,
+            cache=seams.caches.validation,
             frozen_units=frozen_units,
         )
 
@@ -203,9 +194,6 @@ def _make_loop(
         steps_per_epoch=steps_per_epoch,
         warmup_ratio=setup.config.optim.warmup_ratio,
     )
-    main = distributed.current().is_main  # observers watch the main process only
-    observers = make_observers((t.report_to,), setup.out, setup.config.to_dict()) if main else ()
-    seams = Seams(caches, objective, observers)
     return Loop(
         model,
         optimizer,
@@ -235,13 +223,7 @@ def _train(setup: Setup, loop: Loop, latest: Path | None, data: _Batches) -> Run
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         loop.recorder.close()
-    return _finish(setup, loop, data, loop.caches)
-
-
-def _save_model(setup: Setup, model: nn.Module) -> None:
-    saved: Any = merge_lora(model) if setup.spec.lora is not None else model
-    saved.save_pretrained(setup.out)
-    setup.loaded.tokenizer.save_pretrained(setup.out)
+    return _finish(setup, loop, data)
 
 
 def _inference_cost(setup: Setup, data: _Batches) -> dict[str, Any] | None:
@@ -260,7 +242,7 @@ def _inference_cost(setup: Setup, data: _Batches) -> dict[str, Any] | None:
     )
 
 
-def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResult:
+def _finish(setup: Setup, loop: Loop, data: _Batches) -> RunResult:
     """Restore the best weights, save the model, time it and write ``result.json``."""
     model, s = loop.model, loop.state
     restore_best(model, s.best_weights)
@@ -269,7 +251,7 @@ def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResu
     main = loop.dist.is_main  # replicas are identical: rank 0 writes for all of them
     inference = None
     if main:
-        _save_model(setup, model)
+        save_model(setup, model)
         inference = _inference_cost(setup, data)
     result = RunResult(
         status="succeeded",
@@ -292,7 +274,7 @@ def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResu
         trainable=s.trainable,
         freeze_timeline=s.timeline,
         policy_state=policy_state,
-        cache=caches.stats(),
+        cache=loop.caches.stats(),
         inference=inference,
         distill=loop.objective.summary(),
         model_path=setup.loaded.path,
@@ -302,7 +284,7 @@ def _finish(setup: Setup, loop: Loop, data: _Batches, caches: Caches) -> RunResu
     )
     if main:
         atomic_write_json(setup.out / "result.json", result.to_dict())
-    caches.close()  # a spilled cache's file can be gigabytes: the run is done with it
+    loop.caches.close()  # a spilled cache's file can be gigabytes: the run is done with it
     return result
 
 

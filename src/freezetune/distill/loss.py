@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from freezetune.objectives import Batch, Forward
+
 __all__ = ["Distillation", "kd_loss"]
 
 
@@ -88,18 +90,20 @@ class Distillation:
         self.seconds += spent
         return spent
 
-    def loss(self, output: Any, labels: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        if self.logits is None or index is None:
-            raise RuntimeError("distillation needs the teacher's logits and each example's index")
-        teacher = self.logits[index.cpu()].to(output.logits.device)
-        return kd_loss(
+    def loss(self, forward: Forward, batch: Batch) -> tuple[torch.Tensor, Any]:
+        if self.logits is None:
+            raise RuntimeError("distillation needs the teacher's logits (prepare() first)")
+        output = forward(batch)
+        teacher = self.logits[batch["index"].cpu()].to(output.logits.device)
+        value = kd_loss(
             output.logits,
             teacher,
-            labels,
+            batch["labels"],
             temperature=self.temperature,
             alpha=self.alpha,
             regression=self.regression,
         )
+        return value, output
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.logits is None:

@@ -21,10 +21,10 @@ from freezetune import distributed
 from freezetune.distill.config import STUDY_TEACHER
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
-from freezetune.loop import autocast
+from freezetune.precision import autocast
 from freezetune.tasks import TaskInfo
 
-__all__ = ["Teacher", "load_teacher", "teacher_logits"]
+__all__ = ["Teacher", "load_teacher", "logits_of", "teacher_logits"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,11 @@ def load_teacher(
     return Teacher(path, result)
 
 
+def logits_of(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What distillation reads of the teacher: its logits for ``inputs``."""
+    return model(**inputs).logits
+
+
 @torch.inference_mode()
 def teacher_logits(
     model: nn.Module,
@@ -156,27 +161,29 @@ def teacher_logits(
     bf16: bool,
     dist: Dist,
     progress: Callable[[int], Any] | None = None,
+    read: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] = logits_of,
 ) -> torch.Tensor:
-    """Logits of every training example, row i = example i (its ``index``).
+    """What ``read`` takes of the teacher (its logits) for every training example, row i =
+    example i (its ``index``), in fp32 on the CPU.
 
     Under DDP each rank runs ``loader`` (its share) and the rows are gathered on every rank.
     """
     model = model.to(device)
     rows: list[tuple[torch.Tensor, torch.Tensor]] = []
     for batch in loader:
-        index = batch.pop("index")
-        batch.pop("labels", None)
+        index = batch["index"]
+        inputs = {k: v.to(device) for k, v in batch.items() if k not in ("index", "labels")}
         with autocast(bf16, device):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        rows.append((index, logits.float().cpu()))
+            values = read(model, inputs)
+        rows.append((index, values.float().cpu()))
         if progress is not None:
             progress(len(index))
     parts = distributed.all_gather(rows, dist)
     out: torch.Tensor | None = None
-    for index, logits in (row for part in parts for row in part):
+    for index, values in (row for part in parts for row in part):
         if out is None:
-            out = torch.full((count, logits.shape[-1]), float("nan"))
-        out[index] = logits
+            out = torch.full((count, *values.shape[1:]), float("nan"))
+        out[index] = values
     if out is None or torch.isnan(out).any():
         raise RuntimeError("the teacher's pass missed some training examples")
     return out

@@ -25,6 +25,7 @@ import copy
 from typing import Any
 
 from freezetune.errors import UserError, first_line
+from freezetune.objectives import objective_options
 from freezetune.study.spec import PlannedRun, config_hash
 
 __all__ = ["preflight"]
@@ -37,9 +38,12 @@ def _checked(config: dict[str, Any], in_grid_teacher: bool = False) -> dict[str,
     found.pop("optim", None)
     found["train"] = {**(found.get("train") or {}), "progress": False}  # no loading bars
     found["train"].pop("seed", None)
-    if in_grid_teacher:  # its temperature and alpha go with it (they need a teacher)
+    if in_grid_teacher:  # its temperature, alpha and objective go with it (they need one)
         kept = {k: v for k, v in found["distill"].items() if k not in ("temperature", "alpha")}
         found["distill"] = {**kept, "teacher": None}
+        objective = found.pop("objective", None)
+        if objective:  # registered and its options parse; its teacher comes later
+            objective_options(objective)
     return found
 
 
@@ -53,12 +57,12 @@ def preflight(planned: list[PlannedRun]) -> int:
 
     seen: set[str] = set()
     for run in planned:
-        config = _checked(run.config, in_grid_teacher=run.teacher is not None)
-        key = config_hash(config)
-        if key in seen:
-            continue
-        seen.add(key)
         try:
+            config = _checked(run.config, in_grid_teacher=run.teacher is not None)
+            key = config_hash(config)
+            if key in seen:
+                continue
+            seen.add(key)
             check_inputs(RunConfig.from_dict({**config, "out": "preflight"}))
         except (UserError, OSError) as err:
             raise UserError(f"strategy {run.strategy}: {first_line(err)}") from None

@@ -1,0 +1,151 @@
+"""The objectives seam: a registered objective trains a run, sees the whole batch (twice if
+it likes) without changing it, and bad objectives are refused in one line before anything
+is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from freezetune.cli import main
+from freezetune.config import RunConfig
+from freezetune.errors import UserError
+from freezetune.loop import forward
+from freezetune.objectives import (
+    OBJECTIVES,
+    TaskLoss,
+    check_objective,
+    objective_name,
+    objective_options,
+    register_objective,
+)
+from freezetune.options import identity
+from freezetune.testing import tiny_run_config
+from freezetune.training import train
+
+
+@dataclass(frozen=True)
+class TwiceOptions:
+    weight: float = field(default=0.5, metadata={"help": "weight of the second pass"})
+
+
+class Twice:
+    """A two-pass objective (R-Drop's shape): the task loss of two forwards of one batch."""
+
+    name = "twice"
+
+    def __init__(self, options: TwiceOptions, calls: list[tuple[str, ...]]):
+        self.weight, self.calls = options.weight, calls
+
+    def prepare(self) -> float:
+        return 0.0
+
+    def loss(self, forward, batch):
+        keys = tuple(sorted(batch))
+        first = forward(batch)
+        second = forward(batch)  # the batch is whole again: forward did not consume it
+        self.calls.append(keys + tuple(sorted(batch)))
+        return (1 - self.weight) * first.loss + self.weight * second.loss, second
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def summary(self):
+        return {"objective": "twice", "weight": self.weight}
+
+
+@pytest.fixture
+def twice():
+    calls: list[tuple[str, ...]] = []
+    register_objective(
+        "twice", lambda options, context: Twice(options, calls), options=TwiceOptions
+    )
+    yield calls
+    OBJECTIVES.unregister("twice")
+
+
+def test_a_registered_objective_trains_a_run_and_sees_the_whole_batch(tiny_bert, tmp_path, twice):
+    config = tiny_run_config(tiny_bert, tmp_path / "run")
+    config = RunConfig.from_dict({**config.to_dict(), "objective": "twice:weight=0.25"})
+    result = train(config)
+    assert result.distill == {"objective": "twice", "weight": 0.25}
+    assert len(twice) == result.steps == 4  # 64 examples, batch 16, one epoch
+    assert all("index" in keys and "labels" in keys for keys in twice)
+    assert all(keys[: len(keys) // 2] == keys[len(keys) // 2 :] for keys in twice)
+
+
+def test_forward_leaves_the_batch_as_it_was():
+    seen = []
+    model = lambda **inputs: seen.append(sorted(inputs)) or SimpleNamespace()  # noqa: E731
+    batch = {"input_ids": torch.zeros(2, 3), "labels": torch.zeros(2), "index": torch.arange(2)}
+    forward(model, None, batch, 0)
+    assert sorted(batch) == ["index", "input_ids", "labels"]
+    assert seen == [["input_ids", "labels"]]
+
+
+def test_the_default_objective_is_the_tasks_loss_or_distill_with_a_teacher():
+    assert objective_name(RunConfig()) == "task"
+    assert objective_name(RunConfig.from_dict({"distill": {"teacher": "runs/full"}})) == "distill"
+    assert objective_name(RunConfig.from_dict({"objective": "twice:weight=1"})) == "twice"
+    loss, out = TaskLoss().loss(lambda b: SimpleNamespace(loss=torch.tensor(2.0)), {})
+    assert loss.item() == 2.0 and out.loss.item() == 2.0
+
+
+def test_an_objective_left_at_its_default_keeps_every_run_id():
+    plain = RunConfig.from_dict({"freeze": "bottom:2"})
+    assert identity(plain) == identity(
+        RunConfig.from_dict({"freeze": "bottom:2", "objective": None})
+    )
+    assert identity(plain) != identity(
+        RunConfig.from_dict({"freeze": "bottom:2", "objective": "task"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "teacher", "expected"),
+    [
+        ("nope", None, "unknown --objective 'nope'; choose one of: task, distill"),
+        (
+            "twice:beta=1",
+            None,
+            "--objective twice:beta=1: unknown option 'beta'; choose from weight",
+        ),
+        ("twice:weight=x", None, "--objective twice:weight=x: weight must be a float, got 'x'"),
+        ("distill", None, "--objective distill learns from a teacher; pass --teacher RUN_FOLDER"),
+        ("twice", "runs/full", "--teacher is unused by --objective twice"),
+    ],
+)
+def test_bad_objectives_are_one_line(text, teacher, expected, twice):
+    config = RunConfig.from_dict({"objective": text, "distill": {"teacher": teacher}})
+    with pytest.raises(UserError) as err:
+        check_objective(config)
+    assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+
+
+def test_an_unknown_objective_stops_the_cli_before_any_folder(tiny_bert, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--model",
+        tiny_bert,
+        "--out",
+        str(out),
+        "--objective",
+        "nope",
+        "--no-progress",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown --objective 'nope'" in err
+    assert not out.exists()
+
+
+def test_options_parse_to_the_dataclass(twice):
+    plugin, options = objective_options("twice:weight=0.75")
+    assert options == TwiceOptions(weight=0.75) and plugin.teacher is False
