@@ -4,12 +4,13 @@ is written."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+import twice_objective
 from freezetune.cli import main
 from freezetune.config import RunConfig
 from freezetune.errors import UserError
@@ -20,53 +21,19 @@ from freezetune.objectives import (
     check_objective,
     objective_name,
     objective_options,
-    register_objective,
 )
 from freezetune.options import identity
+from freezetune.plugins import code_modules
+from freezetune.study import StudySpec, run_study
 from freezetune.testing import tiny_run_config
 from freezetune.training import train
 
 
-@dataclass(frozen=True)
-class TwiceOptions:
-    weight: float = field(default=0.5, metadata={"help": "weight of the second pass"})
-
-
-class Twice:
-    """A two-pass objective (R-Drop's shape): the task loss of two forwards of one batch."""
-
-    name = "twice"
-
-    def __init__(self, options: TwiceOptions, calls: list[tuple[str, ...]]):
-        self.weight, self.calls = options.weight, calls
-
-    def prepare(self) -> float:
-        return 0.0
-
-    def loss(self, forward, batch):
-        keys = tuple(sorted(batch))
-        first = forward(batch)
-        second = forward(batch)  # the batch is whole again: forward did not consume it
-        self.calls.append(keys + tuple(sorted(batch)))
-        return (1 - self.weight) * first.loss + self.weight * second.loss, second
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    def summary(self):
-        return {"objective": "twice", "weight": self.weight}
-
-
 @pytest.fixture
 def twice():
-    calls: list[tuple[str, ...]] = []
-    register_objective(
-        "twice", lambda options, context: Twice(options, calls), options=TwiceOptions
-    )
-    yield calls
+    twice_objective.register()
+    twice_objective.CALLS.clear()
+    yield twice_objective.CALLS
     OBJECTIVES.unregister("twice")
 
 
@@ -148,4 +115,20 @@ def test_an_unknown_objective_stops_the_cli_before_any_folder(tiny_bert, tmp_pat
 
 def test_options_parse_to_the_dataclass(twice):
     plugin, options = objective_options("twice:weight=0.75")
-    assert options == TwiceOptions(weight=0.75) and plugin.teacher is False
+    assert options == twice_objective.TwiceOptions(weight=0.75) and plugin.teacher is False
+
+
+def test_a_study_runs_a_code_registered_objective_in_its_run_processes(tiny_bert, tmp_path, twice):
+    base = {
+        "model": {"name": tiny_bert},
+        "data": {"task": "sst2", "max_train_samples": 32, "max_eval_samples": 8, "max_length": 20},
+        "train": {"epochs": 1, "batch_size": 16},
+    }
+    strategies = ["full", {"freeze": "full", "objective": "twice:weight=0.5"}]
+    spec = StudySpec.from_dict({"name": "obj", "base": base, "strategies": strategies})
+    assert code_modules() == ["twice_objective"]  # registered by code, there
+    outcome = run_study(spec, tmp_path, progress=False, report=False)
+    assert (outcome.succeeded, outcome.failed) == (2, 0)
+    twiced = next(r for r in spec.grid() if r.strategy != "full")
+    result = json.loads((outcome.folder / "runs" / twiced.run_id / "result.json").read_text())
+    assert result["distill"] == {"objective": "twice", "weight": 0.5}

@@ -42,7 +42,10 @@ from typing import Any, Generic, TypeVar
 
 from freezetune.errors import UserError, first_line
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "code_modules", "import_plugins"]
+
+#: every registry made, so that a fresh process can learn what code registered in them
+_REGISTRIES: list[Registry[Any]] = []
 
 T = TypeVar("T")
 
@@ -85,6 +88,7 @@ class Registry(Generic[T]):
         self._pending: dict[str, _Pending] = {}
         self._modules: dict[str, str] = {}
         self._discovered = False
+        _REGISTRIES.append(self)
 
     def register(
         self, name: str, obj: T, *, source: str = "freezetune", module: str | None = None
@@ -119,6 +123,10 @@ class Registry(Generic[T]):
         by code: a fresh process (a study's worker) imports them to know those names too."""
         own = ("freezetune", "__main__")
         return sorted({m for m in self._modules.values() if m.partition(".")[0] not in own})
+
+    def module(self, name: str) -> str | None:
+        """The module whose import registered ``name`` by code (None: an entry point)."""
+        return self._modules.get(name)
 
     def refresh(self) -> None:
         """List the entry points again on the next lookup (after installing a package)."""
@@ -192,3 +200,23 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.group!r}, {self.kind!r})"
+
+
+def code_modules() -> list[str]:
+    """The modules (not ``__main__``, not freezetune's) that registered entries by code, in
+    every registry: a fresh process (a study's run) imports them to know those names too."""
+    return sorted({m for registry in _REGISTRIES for m in registry.code_modules()})
+
+
+def import_plugins(modules: list[str] | tuple[str, ...]) -> None:
+    """Import ``modules`` (what :func:`code_modules` listed in the process that started this
+    one), so that what they register is known here; one line naming a module that fails."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as err:
+            raise UserError(
+                f"module {module!r}, which registered a plugin in the study process, does not "
+                f"import in its run: {type(err).__name__}: {first_line(err)}; make it importable "
+                "there (installed, or on PYTHONPATH)"
+            ) from None

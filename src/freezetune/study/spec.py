@@ -62,7 +62,13 @@ SHORT_KEYS: dict[str, str] = {
 }
 
 SPEC_KEYS = ("name", "base", "strategies", "preset", "seeds", "lrs", "train_sizes")
+#: the top-level run-config keys a strategy may set besides ``freeze``
+TOP_KEYS = ("objective",)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _override_key(key: object) -> bool:
+    return isinstance(key, str) and (key.count(".") == 1 or key in TOP_KEYS)
 
 
 @dataclass(frozen=True)
@@ -84,16 +90,17 @@ class Strategy:
 
     @classmethod
     def parse(cls, entry: Any) -> Strategy:
-        """A spec string, or a mapping with ``freeze`` and dotted ``section.key`` overrides."""
+        """A spec string, or a mapping with ``freeze`` and dotted ``section.key`` overrides
+        (or ``objective``)."""
         if isinstance(entry, str) and entry.strip():
             return cls(entry.strip())
         if isinstance(entry, dict) and isinstance(entry.get("freeze"), str):
             extra = {k: v for k, v in entry.items() if k != "freeze"}
-            bad = [k for k in extra if not isinstance(k, str) or k.count(".") != 1]
+            bad = [k for k in extra if not _override_key(k)]
             if bad:
                 raise UserError(
                     f"strategy {entry!r}: override keys must look like section.key "
-                    f"(e.g. optim.lr), got {bad[0]!r}"
+                    f"(e.g. optim.lr) or be {', '.join(TOP_KEYS)}, got {bad[0]!r}"
                 )
             items = [(k, tuple(v) if isinstance(v, list) else v) for k, v in extra.items()]
             return cls(entry["freeze"].strip(), tuple(sorted(items)))
@@ -141,8 +148,8 @@ def _label(strategy: Strategy, config: dict[str, Any]) -> str:
         return strategy.freeze
     parts = []
     for key, _ in strategy.overrides:
-        section, _, name = key.partition(".")
-        value = config.get(section, {}).get(name)
+        section, dot, name = key.partition(".")
+        value = config.get(section, {}).get(name) if dot else config.get(key)
         shown = f"{value:g}" if isinstance(value, float) else value
         parts.append(f"{SHORT_KEYS.get(key, key)}={shown}")
     return f"{strategy.freeze} ({', '.join(parts)})"

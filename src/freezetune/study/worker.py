@@ -170,14 +170,20 @@ def _only_writer(out: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def train_in_child(config: dict[str, Any]) -> None:
-    """Process entry point: finish ``config``'s run, exit 1 if it failed (``train_and_record``)."""
+def train_in_child(config: dict[str, Any], plugins: tuple[str, ...] = ()) -> None:
+    """Process entry point: finish ``config``'s run, exit 1 if it failed (``train_and_record``).
+    ``plugins``: modules that registered policies, objectives... by code in the study process
+    (``plugins.code_modules``), imported first so that their names mean the same here."""
     _die_with_parent()
     out = Path(config["out"])
+    from freezetune.errors import UserError
+    from freezetune.plugins import import_plugins
+
     try:
+        import_plugins(plugins)
         with _only_writer(out):
             ok = train_and_record(config, continue_folder=True)
-    except FolderBusy as err:
+    except (FolderBusy, UserError) as err:
         out.mkdir(parents=True, exist_ok=True)
         (out / ERROR_FILE).write_text(f"{err}\n", encoding="utf-8")
         print(f"freezetune: run failed: {err}", file=sys.stderr)
@@ -194,18 +200,24 @@ def _context() -> Any:
     return ctx
 
 
-def launch(config: dict[str, Any]) -> Any:
-    """Start ``config``'s run in a process of its own; returns the started process."""
+def launch(config: dict[str, Any], plugins: tuple[str, ...] | None = None) -> Any:
+    """Start ``config``'s run in a process of its own; returns the started process. It
+    imports ``plugins`` first (default: this process's ``plugins.code_modules()``)."""
+    from freezetune.plugins import code_modules
+
+    modules = tuple(code_modules()) if plugins is None else plugins
     process = _context().Process(
-        target=train_in_child, args=(config,), name=f"freezetune-{Path(config['out']).name}"
+        target=train_in_child,
+        args=(config, modules),
+        name=f"freezetune-{Path(config['out']).name}",
     )
     process.start()
     return process
 
 
-def run_in_child(config: dict[str, Any]) -> RunOutcome:
+def run_in_child(config: dict[str, Any], plugins: tuple[str, ...] | None = None) -> RunOutcome:
     """Run ``config`` in a process of its own, wait for it, and say how it ended."""
-    process = launch(config)
+    process = launch(config, plugins)
     try:
         process.join()
     finally:

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from freezetune.errors import UserError
+from freezetune.plugins import code_modules
 from freezetune.records import atomic_write_text
 from freezetune.study.executors.ledger import Ledger, next_ready, run_config
 from freezetune.study.spec import PlannedRun
@@ -144,6 +145,7 @@ class SharedFolder:
     token: str
     notes: str  # folder of "<run_id>.json": the node each run executes on
     cwd: str  # the study process's working directory
+    plugins: tuple[str, ...] = ()  # modules that registered plugins by code (plugins.py)
 
 
 def _share(folder: Path) -> SharedFolder:
@@ -151,7 +153,8 @@ def _share(folder: Path) -> SharedFolder:
     notes.mkdir(exist_ok=True)
     token = uuid.uuid4().hex
     atomic_write_text(folder / MARKER, token + "\n")
-    return SharedFolder(str(folder / MARKER), token, str(notes), os.getcwd())
+    plugins = tuple(code_modules())
+    return SharedFolder(str(folder / MARKER), token, str(notes), os.getcwd(), plugins)
 
 
 def _check_shared(shared: SharedFolder, ip: str) -> None:
@@ -189,7 +192,8 @@ def run_on_node(config: dict[str, Any], shared: SharedFolder) -> RunOutcome:
     atomic_write_text(Path(shared.notes) / f"{out.name}.json", json.dumps(note))
     with contextlib.suppress(OSError):  # relative paths mean what they meant to the study
         os.chdir(shared.cwd)
-    return dataclasses.replace(run_in_child(config), where=ip, resumed_from=resumed)
+    outcome = run_in_child(config, shared.plugins)
+    return dataclasses.replace(outcome, where=ip, resumed_from=resumed)
 
 
 def _probe(address: str) -> None:
