@@ -25,7 +25,7 @@ from freezetune.report.cells import (
 from freezetune.report.costs import Student, student_of
 from freezetune.report.markdown import render_markdown
 from freezetune.report.plots import plot_inference, render_plots
-from freezetune.report.speed import compare_distilled, speed_answer
+from freezetune.report.speed import _train_clause, compare_distilled, speed_answer
 from freezetune.report.stats import welch_ci
 from freezetune.report.tables import summarize
 from freezetune.study.store import open_store, read_rows
@@ -268,3 +268,10 @@ def test_the_store_keeps_inference_and_distill_in_the_result_blob(tmp_path):
     assert "Training and inference cost" in (tmp_path / "report.md").read_text()
     assert written.headline
     assert render_plots(summarize(rows))["inference"].startswith(b"\x89PNG")
+
+
+def test_a_lone_eligible_strategy_is_not_said_to_beat_the_noise():
+    full = line(summarize(SPEED), "full")
+    clause, winner = _train_clause([full], full)
+    assert winner is full and clause.endswith("the only one eligible")
+    assert "noise" not in clause

@@ -120,6 +120,8 @@ def _within(best: Line, within: list[Line]) -> str:
 def _train_clause(group: list[Line], full: Line | None) -> tuple[str, Line | None]:
     """The training-time verdict over ``group`` (a clause), and its winner if there is one."""
     best, within = least_training(group)
+    if len(group) == 1:  # nothing to be faster than: no claim about noise
+        return f"{_trains(best, full)}, the only one eligible", best
     if not within:
         return f"{_trains(best, full)}, beyond the run-to-run noise", best
     if all(len(_train_runs(x)) < 2 for x in group):
