@@ -162,7 +162,7 @@ def _run(setup: Setup, resume: bool) -> RunResult:
     latest = start_outputs(setup.out, config, resume, total_steps, d)
     # frozen prefixes run once: their outputs are cached per example (RAM or a file)
     splits = {"train": data.train, "validation": data.validation}
-    caches = make_caches(model, setup.units, setup.spec, t, setup.out, splits)
+    caches = make_caches(model, setup.units, setup.spec, t, setup.out, splits, setup.modality)
     objective = make_objective(
         config, setup.teacher, setup.data, data.train, data.collate, device, d
     )
@@ -241,7 +241,7 @@ def _train(setup: Setup, loop: Loop, latest: Path | None, data: _Batches) -> Run
 def _save_model(setup: Setup, model: nn.Module) -> None:
     saved: Any = merge_lora(model) if setup.spec.lora is not None else model
     saved.save_pretrained(setup.out)
-    setup.loaded.tokenizer.save_pretrained(setup.out)
+    setup.loaded.processor.save_pretrained(setup.out)
 
 
 def _inference_cost(setup: Setup, data: _Batches) -> dict[str, Any] | None:
