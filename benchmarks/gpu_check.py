@@ -24,6 +24,7 @@ def equality_check() -> list[str]:
 
     from freezetune.cache import PrefixCache
     from freezetune.classifier import FreezetuneConfig, FreezetuneForSequenceClassification
+    from freezetune.modality import TEXT
     from freezetune.units import split_units
 
     lines = []
@@ -54,7 +55,7 @@ def equality_check() -> list[str]:
             "labels": torch.tensor([0, 1, 0, 1], device="cuda"),
         }
         for level in (2, 3, 5):
-            cache = PrefixCache(model, split_units(model), lengths)
+            cache = PrefixCache(model, split_units(model), lengths, shapes=TEXT)
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
                 expected = model(**batch).logits.float()
                 cache.forward({**batch, "index": torch.arange(4, device="cuda")}, level)

@@ -45,17 +45,18 @@ def measure(spec: str, cached: bool, bf16: bool, steps: int) -> dict:
     model, n = setup.model, setup.spec.frozen_units(setup.units.num_blocks)
     apply_frozen(model, setup.frozen)
     set_train_modes(model, setup.units, n, True)
-    features = tokenize(setup.data.train, setup.loaded.tokenizer)
+    features = tokenize(setup.data.train, setup.loaded.processor)
     loader = make_loader(
         features,
         batch_size=32,
         shuffle=True,
         seed=0,
-        collate=Collator.for_task(setup.loaded.tokenizer, setup.data.task),
+        collate=Collator.for_task(setup.loaded.processor, setup.data.task),
     )
     batches = list(loader)
     t = setup.config.train
-    cache = make_caches(model, setup.units, t, setup.out, {"train": features}).train
+    splits = {"train": features}
+    cache = make_caches(model, setup.units, setup.spec, t, setup.out, splits, setup.modality).train
     cache = cache if cached else None
     optimizer = build_optimizer(model, setup.units, setup.spec, setup.config.optim)
 

@@ -10,6 +10,7 @@ from freezetune import RunConfig, train
 from freezetune.cache import PrefixCache, check_cacheable
 from freezetune.classifier import FreezetuneConfig, FreezetuneForSequenceClassification
 from freezetune.families import FAMILIES
+from freezetune.modality import TEXT
 from freezetune.testing import (
     EPS_BF16,
     TINY_CONFIG,
@@ -64,7 +65,7 @@ def test_cached_forward_equals_uncached(family, level):
     batch = padded_batch(lengths, 9)
     with torch.no_grad():
         expected = model(**{k: v for k, v in batch.items() if k != "index"})
-        cache = PrefixCache(model, units, lengths)
+        cache = PrefixCache(model, units, lengths, shapes=TEXT)
         first = cache.forward(dict(batch), level)  # computes and stores
         second = cache.forward(dict(batch), level)  # starts above the frozen blocks
     assert (cache.misses, cache.hits) == (1, 1)
@@ -77,7 +78,7 @@ def test_cached_forward_equals_uncached(family, level):
 def test_wider_padding_does_not_change_cached_results(family):
     model = tiny_classifier(family)
     units = split_units(model)
-    cache = PrefixCache(model, units, [9, 5, 7])
+    cache = PrefixCache(model, units, [9, 5, 7], shapes=TEXT)
     with torch.no_grad():
         cache.forward(padded_batch([9, 5, 7], 9), 3)
         narrow = padded_batch([9, 5, 7], 9)
@@ -95,7 +96,10 @@ def test_advancing_the_cache_equals_recomputing_it(family):
     units = split_units(model)
     lengths = [9, 5, 7]
     batch = padded_batch(lengths, 9)
-    advanced, fresh = PrefixCache(model, units, lengths), PrefixCache(model, units, lengths)
+    advanced, fresh = (
+        PrefixCache(model, units, lengths, shapes=TEXT),
+        PrefixCache(model, units, lengths, shapes=TEXT),
+    )
     with torch.no_grad():
         advanced.forward(dict(batch), 2)
         advanced.set_level(4)  # run only blocks 1 and 2 on the stored states
@@ -111,7 +115,7 @@ def test_advancing_the_cache_equals_recomputing_it(family):
 
 def test_thawing_drops_the_cache():
     model = tiny_classifier("bert")
-    cache = PrefixCache(model, split_units(model), [9, 5, 7])
+    cache = PrefixCache(model, split_units(model), [9, 5, 7], shapes=TEXT)
     with torch.no_grad():
         cache.forward(padded_batch([9, 5, 7], 9), 4)
     cache.set_level(3)
@@ -121,9 +125,7 @@ def test_thawing_drops_the_cache():
 def test_memory_mapped_cache_in_bfloat16(tmp_path):
     model = tiny_classifier("bert")
     units = split_units(model)
-    cache = PrefixCache(
-        model, units, [9, 5, 7], dtype="bfloat16", spill=tmp_path / "c.npy", budget_mb=0
-    )
+    cache = PrefixCache(model, units, [9, 5, 7], "bfloat16", tmp_path / "c.npy", 0, shapes=TEXT)
     batch = padded_batch([9, 5, 7], 9)
     with torch.no_grad():
         expected = model(**{k: v for k, v in batch.items() if k != "index"})
@@ -226,7 +228,7 @@ def test_advancing_keeps_each_module_in_its_mode():
     model = tiny_classifier("bert")
     units = split_units(model)
     set_train_modes(model, units, 2, True)  # embeddings + block 0 frozen (eval), rest train
-    cache = PrefixCache(model, units, [9, 5, 7])
+    cache = PrefixCache(model, units, [9, 5, 7], shapes=TEXT)
     with torch.no_grad():
         cache.forward(padded_batch([9, 5, 7], 9), 2)
     set_train_modes(model, units, 4, True)

@@ -107,7 +107,7 @@ def test_a_trained_lora_run_is_measured_merged(tiny_bert, tmp_path):
     config = tiny_run_config(tiny_bert, tmp_path / "run", "lora", train_samples=32)
     setup = prepare(config)
     result = train(setup)
-    tokenizer = setup.loaded.tokenizer
+    tokenizer = setup.loaded.processor
     feats = tokenize(setup.data.validation, tokenizer, max_length=config.data.max_length)
     collate = Collator.for_task(tokenizer, setup.data.task)
     found = measure_inference(result.out, feats, collate, batch_size=config.train.eval_batch_size,

@@ -232,7 +232,7 @@ def test_lora_trains_adapters_only_and_saves_a_plain_model(tiny_bert, tmp_path, 
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
     assert not any("lora" in n for n, _ in saved.named_parameters())
     merged = setup.loaded.model.eval()  # the adapters were folded into it before saving
-    batch = setup.loaded.tokenizer(["a fine film"], return_tensors="pt")
+    batch = setup.loaded.processor(["a fine film"], return_tensors="pt")
     with torch.no_grad():
         got, expected = saved(**batch).logits, merged(**batch).logits
     # the same weights, so the same sums, at most reordered (testing.reordering_tolerance): 8 in

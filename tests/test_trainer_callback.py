@@ -112,7 +112,7 @@ class LoaderTrainer(Trainer):
 def trainer_for(config, out: Path, callbacks, *, freeze_optimizers=None, **overrides):
     """A Trainer over ``config``'s model (same seeded init as ``train(config)``) and batches."""
     setup = prepare(config)
-    t, tokenizer = config.train, setup.loaded.tokenizer
+    t, tokenizer = config.train, setup.loaded.processor
     features = tokenize(setup.data.train, tokenizer, max_length=config.data.max_length)
     loader = make_loader(
         features,

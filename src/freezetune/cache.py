@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from freezetune.cache_store import FixedStates, States, TokenStates
+from freezetune.cache_store import FixedStates, Shapes, States, TokenStates
 from freezetune.errors import UserError
 from freezetune.families import get_family, hidden_size
 from freezetune.units import Units
@@ -66,8 +66,10 @@ class PrefixCache:
     ``lengths`` are the examples' token counts (text); ``lengths=None`` with ``count``
     examples stores fixed-shape states instead (images: a feature map or a ViT's tokens per
     example, shaped at the first store). Either spills to ``spill`` beyond ``budget_mb``.
+    ``shapes`` is the run's modality (``Modality.lengths`` gives ``lengths``): it measures
+    batches and builds the stand-in inputs that advancing the cache runs on.
 
-    >>> cache = PrefixCache(model, units, lengths=[12, 7, 30])  # doctest: +SKIP
+    >>> cache = PrefixCache(model, units, [12, 7, 30], shapes=TEXT)  # doctest: +SKIP
     >>> out = cache.forward(batch, frozen_units=3)  # doctest: +SKIP
     """
 
@@ -80,14 +82,15 @@ class PrefixCache:
         spill: Path | None = None,
         budget_mb: float = 4096,
         *,
+        shapes: Shapes,
         count: int = 0,
     ):
-        self.model, self.units = model, units
+        self.model, self.units, self.shapes = model, units, shapes
         self.runner: Any = model  # what training calls: the model, or its DDP wrapper
         self.blocks: nn.ModuleList = model.get_submodule(units.blocks_path)  # type: ignore[assignment]
         parent, _, attr = units.blocks_path.rpartition(".")
         self.parent, self.attr = model.get_submodule(parent), attr
-        self.input_shape: tuple[int, ...] = ()  # one example's pixel_values (images)
+        self.input_shape: tuple[int, ...] = ()  # one example's inputs, as the last batch had
         self.store: States = self._states(lengths, DTYPES[dtype], spill, budget_mb, count)
         self.advance_time = self.store_time = 0.0  # seconds spent building the cache
         family = get_family(units.family)
@@ -108,11 +111,13 @@ class PrefixCache:
         count: int,
     ) -> States:
         if lengths is None:
-            return FixedStates(count, dtype, spill, budget_mb, lambda: self.input_shape)
+            return FixedStates(
+                count, dtype, spill, budget_mb, lambda: self.input_shape, self.shapes
+            )
         hidden = self._hidden_size()
         size_mb = sum(lengths) * hidden * dtype.itemsize / 2**20
         path = spill if spill is not None and size_mb > budget_mb else None
-        return TokenStates(lengths, hidden, dtype, path)
+        return TokenStates(lengths, hidden, dtype, path, self.shapes)
 
     def _hidden_size(self) -> int:
         config: Any = getattr(self.model, "config", None)
@@ -225,8 +230,7 @@ class PrefixCache:
         from the cache when it can."""
         index = batch["index"].cpu()  # the cache lives in host memory
         batch = {k: v for k, v in batch.items() if k != "index"}  # the caller's stays whole
-        if "pixel_values" in batch:
-            self.input_shape = tuple(batch["pixel_values"].shape[1:])
+        self.input_shape = self.shapes.input_shape(batch)
         self.set_level(frozen_units)
         if frozen_units < 2:
             return self.runner(**batch)

@@ -8,22 +8,48 @@
 
 Both live in RAM, or in a memory-mapped ``.npy`` file when larger than the budget (numpy has no
 bfloat16: its bits are stored as int16 and viewed back). ``PrefixCache`` (``cache.py``) only
-calls what :class:`States` names.
+calls what :class:`States` names. Neither knows what the model reads: the run's modality
+(:class:`Shapes`) measures its batches and builds the stand-in inputs a cached prefix runs on.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["FixedStates", "States", "TokenStates", "allocate"]
+__all__ = ["FixedStates", "Shapes", "States", "TokenStates", "allocate"]
 
 Inputs = dict[str, torch.Tensor]
+
+
+class Shapes(Protocol):
+    """What a cache needs of the run's modality (``modality.Modality`` has these methods)."""
+
+    def lengths(self, features: Sequence[dict]) -> list[int] | None:
+        """Each example's sequence length when its state is one row per position (text:
+        stored unpadded), None when every example's state has one shape (images)."""
+        ...
+
+    def input_shape(self, batch: Inputs) -> tuple[int, ...]:
+        """One example's input shape in ``batch`` (text: its padded width, images: [C, H, W])."""
+        ...
+
+    def stand_in(
+        self,
+        count: int,
+        shape: tuple[int, ...],
+        lengths: torch.Tensor | None,
+        device: torch.device,
+    ) -> Inputs:
+        """Inputs of ``count`` examples of one example's ``shape`` that the model runs on in
+        place of cached ones: only their shape matters (and the real ``lengths`` of sequences
+        in a padded width, None for fixed shapes); the cached state replaces what they give."""
+        ...
 
 
 class States(Protocol):
@@ -62,7 +88,15 @@ def allocate(shape: tuple[int, ...], dtype: torch.dtype, path: Path | None) -> t
 class TokenStates:
     """Text: unpadded per-example states in one flat [total tokens, hidden] array."""
 
-    def __init__(self, lengths: list[int], hidden: int, dtype: torch.dtype, path: Path | None):
+    def __init__(
+        self,
+        lengths: list[int],
+        hidden: int,
+        dtype: torch.dtype,
+        path: Path | None,
+        shapes: Shapes,
+    ):
+        self.shapes = shapes
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.offsets = torch.cumsum(torch.tensor([0, *lengths]), 0)
         self.dtype, self.spilled = dtype, path
@@ -94,18 +128,16 @@ class TokenStates:
         self.filled[index] = True
 
     def gather(self, index: torch.Tensor, batch: Inputs) -> torch.Tensor:
-        width = batch["input_ids"].shape[1]
+        width = self.shapes.input_shape(batch)[0]
         rows, real = self._rows(index, width)
         out = torch.zeros((len(index), width, self.data.shape[1]), dtype=torch.float32)
         out[real] = self.data[rows].float()
         return out
 
     def inputs_for(self, index: torch.Tensor, device: torch.device) -> Inputs:
-        """Stand-in inputs for these examples: the real width and mask, token ids unused."""
-        width = int(self.lengths[index].max())
-        mask = (torch.arange(width)[None, :] < self.lengths[index][:, None]).long()
-        ids = torch.zeros(mask.shape, dtype=torch.long)
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        """Stand-in inputs for these examples: their real lengths in the width of the longest."""
+        lengths = self.lengths[index]
+        return self.shapes.stand_in(len(index), (int(lengths.max()),), lengths, device)
 
     def advance_order(self) -> torch.Tensor:
         """Stored examples, longest first (batches of similar widths)."""
@@ -131,7 +163,7 @@ class FixedStates:
     """Images: one state shape for every example, allocated at the first store of a level.
 
     ``budget_mb`` decides RAM or a file once the shape is known; ``input_shape`` (one example's
-    pixel_values shape, recorded from the first real batch) builds stand-in inputs.
+    input shape, recorded from the first real batch) sizes the stand-in inputs ``shapes`` builds.
     """
 
     def __init__(
@@ -141,7 +173,9 @@ class FixedStates:
         path: Path | None,
         budget_mb: float,
         input_shape: Callable[[], tuple[int, ...]],
+        shapes: Shapes,
     ):
+        self.shapes = shapes
         self.count, self.dtype, self.path, self.budget_mb = count, dtype, path, budget_mb
         self.input_shape = input_shape
         self.data = torch.empty((0,), dtype=dtype)
@@ -178,7 +212,7 @@ class FixedStates:
         return self.data[index].float()
 
     def inputs_for(self, index: torch.Tensor, device: torch.device) -> Inputs:
-        return {"pixel_values": torch.zeros((len(index), *self.input_shape()), device=device)}
+        return self.shapes.stand_in(len(index), self.input_shape(), None, device)
 
     def advance_order(self) -> torch.Tensor:
         return self.filled.nonzero().flatten()
@@ -191,7 +225,9 @@ class FixedStates:
             path = path.with_name(path.stem + "-next" + path.suffix)
         elif path is not None and path.stem.endswith("-next"):
             path = path.with_name(path.stem.removesuffix("-next") + path.suffix)
-        return FixedStates(self.count, self.dtype, path, self.budget_mb, self.input_shape)
+        return FixedStates(
+            self.count, self.dtype, path, self.budget_mb, self.input_shape, self.shapes
+        )
 
     def load(self, data: torch.Tensor, filled: torch.Tensor, level: int) -> None:
         if data.numel():

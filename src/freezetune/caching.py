@@ -16,8 +16,8 @@ from typing import Any
 from torch import nn
 
 from freezetune import distributed
-from freezetune.batching import token_lengths
 from freezetune.cache import PrefixCache, check_cacheable
+from freezetune.cache_store import Shapes
 from freezetune.config import TrainConfig
 from freezetune.freezing import FreezeSpec
 from freezetune.units import Units
@@ -76,9 +76,11 @@ def make_caches(
     train: TrainConfig,
     out: Path,
     splits: dict[str, list[dict]],
+    modality: Shapes,
 ) -> Caches:
     """One cache per split ("train", "validation") of features, or none when caching is off
-    or not exact for this run (then the reason is printed once)."""
+    or not exact for this run (then the reason is printed once). ``modality`` (the run's
+    ``modality.Modality``) says how its examples' states are shaped."""
     d = distributed.current()
     reason = _why_not(model, units, spec, train)
     if reason is not None:
@@ -90,10 +92,11 @@ def make_caches(
         name: PrefixCache(
             model,
             units,
-            token_lengths(features),
+            modality.lengths(features),
             train.cache_dtype,
             spill=folder / f"{name}{rank}.npy",  # each rank caches its own shard
             budget_mb=train.cache_budget_mb * d.world,  # a rank fills only its share of it
+            shapes=modality,
             count=len(features),
         )
         for name, features in splits.items()

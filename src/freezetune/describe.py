@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from freezetune.config import RunConfig
 from freezetune.families import get_family
 from freezetune.freezing import apply_frozen, frozen_parameters, parse_freeze
-from freezetune.models import load_model
+from freezetune.modality import Loaded, model_modality, read_model_config
+from freezetune.tasks import TaskInfo
 from freezetune.units import describe_units, split_units, trainable_line
-from freezetune.vision.models import is_image_model, load_image_model
 
 __all__ = ["inspect_model", "pooling_note", "unit_table"]
 
@@ -44,6 +43,17 @@ def pooling_note(model_type: str, pooling: str) -> str:
     )
 
 
+def _load(name: str, num_labels: int, pooling: str | None, trust_remote_code: bool) -> Loaded:
+    """``name`` with a fresh ``num_labels``-way head, loaded by the modality that owns it."""
+    modality = model_modality(read_model_config(name, trust_remote_code))
+    model = {"name": name, "pooling": pooling, "trust_remote_code": trust_remote_code}
+    # no input is fed: the shortest --max-length passes any text model's position check
+    config = RunConfig.from_dict({"model": model, "data": {"max_length": 8}})
+    labels = tuple(map(str, range(num_labels)))
+    task = TaskInfo("inspect", (), "label", labels, False, (), "")
+    return modality.load_model(config, task)
+
+
 def inspect_model(
     name: str,
     *,
@@ -59,20 +69,7 @@ def inspect_model(
     >>> print(inspect_model("minilm-l6", freeze="bottom:3"))  # doctest: +SKIP
     """
     spec = parse_freeze(freeze)
-    if is_image_model(name, trust_remote_code):
-        labels = tuple(map(str, range(num_labels)))
-        loaded: Any = load_image_model(
-            name,
-            labels=labels,
-            image_size=224,
-            pooling=pooling,
-            trust_remote_code=trust_remote_code,
-        )
-    else:
-        loaded = load_model(
-            name, num_labels=num_labels, pooling=pooling, trust_remote_code=trust_remote_code
-        )
-    model = loaded.model
+    model = _load(name, num_labels, pooling, trust_remote_code).model
     units = split_units(model, blocks_path=blocks_path, embeddings_paths=embeddings_paths)
     how = str(model.config.pooling)
     frozen = frozen_parameters(units, spec)

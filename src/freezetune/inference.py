@@ -18,15 +18,19 @@ are not a claim about any other machine.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from freezetune.modality import model_modality
 
 __all__ = [
     "WEIGHT_SUFFIXES",
@@ -62,23 +66,10 @@ def count_model_params(model: nn.Module) -> int:
 def load_saved(folder: str | Path, device: torch.device) -> nn.Module:
     """The model saved in ``folder``, in fp32 and ``eval()`` on ``device``.
 
-    ``AutoModelForSequenceClassification`` reads every kind a text run saves (importing
-    :mod:`freezetune.classifier` registers freezetune's own classifier with it), and
-    ``AutoModelForImageClassification`` an image run's (:mod:`freezetune.vision.models`).
+    The modality that owns its config (``modality.model_modality``) loads it.
     """
-    from transformers import (
-        AutoConfig,
-        AutoModelForImageClassification,
-        AutoModelForSequenceClassification,
-    )
-
-    import freezetune.classifier
-    import freezetune.vision.models  # noqa: F401  (and the image classifier)
-
-    kind = AutoConfig.from_pretrained(str(folder)).model_type
-    auto = AutoModelForImageClassification if kind == "freezetune-image" else None
-    loader = auto or AutoModelForSequenceClassification
-    model = loader.from_pretrained(str(folder), dtype=torch.float32)
+    config = SimpleNamespace(**json.loads(Path(folder, "config.json").read_text()))
+    model = model_modality(config).load_saved(str(folder))
     return model.to(device).eval()
 
 

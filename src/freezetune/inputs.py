@@ -1,8 +1,8 @@
 """A run's inputs: loaded and checked before anything is written.
 
-:func:`check_inputs` loads the data (or reaches its hub copy), the model and its tokenizer or
-image processor, cuts a student, checks a teacher, resolves the freeze spec against the model's
-depth and checks that every option set applies to this model and task. :func:`prepare` adds
+:func:`check_inputs` loads the data (or reaches its hub copy), the model and its processor
+(tokenizer or image processor), cuts a student, checks a teacher, resolves the freeze spec
+against the model's depth and checks that every option set applies to this model and task. :func:`prepare` adds
 the output folder's check; ``freezetune.training`` trains what it returns, and a study's
 preflight (``freezetune.study.preflight``) calls :func:`check_inputs` before any run starts.
 A failure in :func:`prepare` is an :class:`~freezetune.errors.InputsError`, which a study tells
@@ -27,8 +27,7 @@ from freezetune.errors import InputsError, UserError, first_line
 from freezetune.freezing import FreezeSpec, frozen_parameters, parse_freeze
 from freezetune.freezing.apply import check_spec
 from freezetune.freezing.lora import add_lora
-from freezetune.modality import MODALITIES, Modality, checked_modality
-from freezetune.models import LoadedModel
+from freezetune.modality import TEXT, Loaded, Modality, checked_modality
 from freezetune.objectives import check_objective
 from freezetune.observers import check_reporters
 from freezetune.rundir import check_out_dir
@@ -45,12 +44,12 @@ class Setup:
     config: RunConfig
     spec: FreezeSpec
     data: TaskData
-    loaded: LoadedModel
+    loaded: Loaded
     model: nn.Module  # loaded.model, or its LoRA-wrapped version
     units: Units
     out: Path
     teacher: Teacher | None = None  # distillation's finished run, checked
-    modality: Modality = MODALITIES["text"]  # what it reads: text or images
+    modality: Modality = TEXT  # what it reads: text, images, a plugin's modality
 
     @property
     def frozen(self) -> frozenset[str]:
@@ -90,7 +89,7 @@ def check_inputs(config: RunConfig) -> Setup:
     set_seed(config.train.seed)  # the head's initialisation depends on it
     loaded = modality.load_model(config, data.task)
     cut_student(config, loaded.model)  # --student-layers: before LoRA and the unit split
-    teacher = check_teacher(config, data, loaded.tokenizer)
+    teacher = check_teacher(config, data, loaded.processor)
     check_objective(config)  # registered, its options parse, the teacher it needs is there
     model: nn.Module = loaded.model
     if spec.lora is not None:

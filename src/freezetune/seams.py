@@ -46,7 +46,7 @@ def make_seams(
     their outputs are kept per example, in RAM or a file), the objective and, on the main
     process, the observers."""
     config, t = setup.config, setup.config.train
-    caches = make_caches(model, setup.units, setup.spec, t, setup.out, splits)
+    caches = make_caches(model, setup.units, setup.spec, t, setup.out, splits, setup.modality)
     context = ObjectiveContext(
         *(config, setup.data.task, model, setup.units, splits["train"], collate, device, d),
         teacher=setup.teacher,
@@ -59,4 +59,4 @@ def save_model(setup: Setup, model: nn.Module) -> None:
     """Save the trained model and its processor in Hugging Face format into the run folder."""
     saved: Any = merge_lora(model) if setup.spec.lora is not None else model
     saved.save_pretrained(setup.out)
-    setup.loaded.tokenizer.save_pretrained(setup.out)
+    setup.loaded.processor.save_pretrained(setup.out)

@@ -2,8 +2,8 @@
 
 Once per distinct run config of the grid, with the seed and the optimizer settings set aside
 (they change no input), :func:`freezetune.training.check_inputs` loads the data (or reaches its
-hub copy), loads the model and its tokenizer or image processor, resolves the strategy's freeze
-spec against the model's real depth and checks every flag against this model and task. So
+hub copy), loads the model and its processor (tokenizer or image processor), resolves the
+strategy's freeze spec against the model's real depth and checks every flag against this model and task. So
 ``--strategies full,bottom:99`` stops before ``full`` trains, and a study without its data stops
 in seconds instead of writing one failed row per run.
 

@@ -31,7 +31,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from freezetune.errors import UserError
 from freezetune.families import hidden_size, is_image_config
-from freezetune.models import ALIASES, IMAGE_ALIASES, load_pretrained, resolve_model_path
+from freezetune.models import IMAGE_ALIASES, Loaded, load_pretrained, resolve_model_path
 from freezetune.vision import effnet
 from freezetune.vision.collate import IMAGENET_MEAN, IMAGENET_STD, read_normalisation
 
@@ -41,7 +41,6 @@ __all__ = [
     "FreezetuneForImageClassification",
     "FreezetuneImageConfig",
     "ImageProcessor",
-    "is_image_model",
     "load_image_model",
     "resolve_image_model",
 ]
@@ -67,22 +66,6 @@ def resolve_image_model(name: str) -> str | None:
     if name != "effnet-lite0":
         return None
     return str(effnet.materialize_lite0(_home() / "models" / name))
-
-
-def is_image_model(name: str, trust_remote_code: bool = False) -> bool:
-    """Whether ``name`` (an alias, folder or hub id) is an image model; False when its config
-    cannot be read (the text loader then says why)."""
-    if name in IMAGE_ALIASES:
-        return True
-    if name in ALIASES:
-        return False
-    try:
-        config = AutoConfig.from_pretrained(
-            resolve_model_path(name), trust_remote_code=trust_remote_code
-        )
-    except Exception:
-        return False
-    return is_image_config(config)
 
 
 class FreezetuneImageConfig(PreTrainedConfig):
@@ -189,15 +172,6 @@ class ImageProcessor:
         Path(folder, "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-@dataclass
-class LoadedImageModel:
-    """What :func:`load_image_model` returns (``tokenizer`` is the image processor)."""
-
-    model: FreezetuneForImageClassification
-    tokenizer: ImageProcessor
-    path: str
-
-
 def _load(loader: Any, path: str, **kwargs: Any) -> Any:
     return load_pretrained(loader, path, kind="image model", aliases=IMAGE_ALIASES, **kwargs)
 
@@ -210,7 +184,7 @@ def load_image_model(
     pooling: str | None = None,
     classifier_dropout: float = 0.1,
     trust_remote_code: bool = False,
-) -> LoadedImageModel:
+) -> Loaded:
     """Load ``name``'s backbone and attach a new ``len(labels)``-way head.
 
     >>> loaded = load_image_model("effnet-lite0", labels=("a", "b"), image_size=96)  # doctest: +SKIP
@@ -242,7 +216,7 @@ def load_image_model(
     )
     model = FreezetuneForImageClassification(head, encoder=encoder)
     mean, std = _normalisation(path)
-    return LoadedImageModel(model, ImageProcessor(image_size, mean, std), path)
+    return Loaded(model, ImageProcessor(image_size, mean, std), path)
 
 
 def _normalisation(path: str) -> tuple[Any, Any]:

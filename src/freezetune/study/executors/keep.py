@@ -8,7 +8,7 @@
 - ``none``: no run keeps its weights once it is recorded.
 
 "Weights" are the model files (``*.safetensors``, ``pytorch_model*.bin``) and ``checkpoints/``;
-``result.json``, ``metrics.jsonl``, the configs and the tokenizer stay, so the report is
+``result.json``, ``metrics.jsonl``, the configs and the processor stay, so the report is
 unchanged. A run that is the teacher of a distilled run of the grid (``PlannedRun.teacher``)
 keeps its weights until every such student still to run in this call has been recorded; a
 student retried later whose teacher's weights are gone gets its teacher trained again first
