@@ -115,7 +115,7 @@ def test_the_student_keeps_the_chosen_blocks_and_reloads_cut(deep_bert, tmp_path
         for name, value in whole.model.named_parameters():
             if f".layer.{old}." in name:
                 assert torch.equal(layers[name.replace(f".layer.{old}.", f".layer.{new}.")], value)
-    result = train(setup.config, setup)
+    result = train(setup)
     assert result.total_params < sum(p.numel() for p in whole.model.parameters())
     from transformers import AutoModelForSequenceClassification
 
