@@ -35,7 +35,7 @@ def run(freeze: str, processes: int, args: argparse.Namespace) -> dict:
         "train_time_s": result["train_time_s"],
         "examples_per_s": result["train_examples_per_s"],
         "accuracy": result["final"]["accuracy"],
-        "frozen": [e["units_frozen"] for e in result["freeze_timeline"]],
+        "frozen": [e["frozen_units"] for e in result["freeze_timeline"]],
     }
 
 

@@ -39,7 +39,7 @@ KEEP = (
     "final",
     "best",
     "freeze_timeline",
-    "units_frozen",
+    "frozen_units",
     "policy_state",
     "steps",
     "trainable_params",

@@ -118,7 +118,7 @@ def summary_table(results: dict[str, dict]) -> str:
 
 def timeline(result: dict) -> str:
     events = [e for e in result["curve"] if e["event"] == "freeze"]
-    return " -> ".join(f"step {e['step']}: {e['units_frozen']}" for e in events)
+    return " -> ".join(f"step {e['step']}: {e['frozen_units']}" for e in events)
 
 
 def time_to_accuracy(results: dict[str, dict]) -> str:
