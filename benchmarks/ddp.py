@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from freezetune.records import current_names
+
 STRATEGIES = ["full", "bottom:3", "autofreeze"]
 
 
@@ -28,14 +30,14 @@ def run(freeze: str, processes: int, args: argparse.Namespace) -> dict:
     command += ["--max-train-samples", str(args.max_train_samples), "--epochs", str(args.epochs)]
     command += ["--batch-size", "32", "--out", str(out)]
     subprocess.run(command, check=True, capture_output=True)
-    result = json.loads((out / "result.json").read_text())
+    result = current_names(json.loads((out / "result.json").read_text()))
     return {
         "freeze": freeze,
         "processes": result["processes"],
         "train_time_s": result["train_time_s"],
         "examples_per_s": result["train_examples_per_s"],
         "accuracy": result["final"]["accuracy"],
-        "frozen": [e["units_frozen"] for e in result["freeze_timeline"]],
+        "frozen": [e["frozen_units"] for e in result["freeze_timeline"]],
     }
 
 

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from freezetune.records import current_names
+
 COMMON = ["--task", "sst2", "--seed", "0", "--bf16", "--no-progress"]
 RUNS: dict[str, list[str]] = {
     "static bottom:3": ["--freeze", "bottom:3", "--max-train-samples", "8000", "--epochs", "2"],
@@ -39,7 +41,7 @@ KEEP = (
     "final",
     "best",
     "freeze_timeline",
-    "units_frozen",
+    "frozen_units",
     "policy_state",
     "steps",
     "trainable_params",
@@ -62,7 +64,7 @@ def main() -> None:
                 str(folder),
             ]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            result = json.loads((folder / "result.json").read_text())
+            result = current_names(json.loads((folder / "result.json").read_text()))
             kept = {k: result.get(k) for k in KEEP}
             for key in ("final", "best"):  # times differ run to run; metrics must not
                 kept[key] = {k: v for k, v in (kept[key] or {}).items() if "time" not in k}

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from freezetune.records import current_names
+
 SUITES: dict[str, dict[str, Any]] = {
     "static": {
         "epochs": 2,
@@ -92,9 +94,10 @@ def run_all(suite: str, out_root: Path, samples: int, extra: list[str]) -> dict[
         ]
         print("$ freezetune", " ".join(command[3:]), flush=True)
         subprocess.run(command, check=True)
-        results[name] = json.loads((out / "result.json").read_text())
+        results[name] = current_names(json.loads((out / "result.json").read_text()))
         results[name]["curve"] = [
-            json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+            current_names(json.loads(line))
+            for line in (out / "metrics.jsonl").read_text().splitlines()
         ]
     return results
 
@@ -118,7 +121,7 @@ def summary_table(results: dict[str, dict]) -> str:
 
 def timeline(result: dict) -> str:
     events = [e for e in result["curve"] if e["event"] == "freeze"]
-    return " -> ".join(f"step {e['step']}: {e['units_frozen']}" for e in events)
+    return " -> ".join(f"step {e['step']}: {e['frozen_units']}" for e in events)
 
 
 def time_to_accuracy(results: dict[str, dict]) -> str:

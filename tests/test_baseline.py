@@ -15,7 +15,7 @@ from scipy import stats
 
 from freezetune import cli
 from freezetune.errors import UserError
-from freezetune.evaluate import compute_metrics
+from freezetune.metrics import compute_metrics
 from freezetune.report import write_report
 from freezetune.report.rules import HELP, MARGIN, signal
 from freezetune.report.stats import ratio_ci
@@ -31,6 +31,7 @@ from freezetune.study.baseline import (
 from freezetune.study.spec import StudySpec
 from freezetune.study.store import open_store, read_rows
 from freezetune.tasks import GLUE_TASKS, TaskInfo, load_task
+from freezetune.testing import assert_one_line_error
 
 
 def test_majority_class_scores_as_the_metric_code_scores_it():
@@ -173,10 +174,9 @@ def test_a_corrupt_results_file_is_one_line_and_exit_2(tmp_path, capsys):
     db.write_bytes(b"this is not a database\n" * 200)
     with pytest.raises(UserError, match=r"results\.sqlite is not a readable study results file"):
         open_store(db)
-    assert cli.main(["report", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert str(db) in err and "file is not a database" in err and "move it aside" in err
+    code, err = cli.main(["report", str(tmp_path)]), capsys.readouterr().err
+    assert_one_line_error(code, err, str(db), "file is not a database", "move it aside")
+    assert "Traceback" not in err
 
 
 def test_a_damaged_row_is_a_user_error_too(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from freezetune.cli import build_parser, main
+from freezetune.testing import assert_one_line_error
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -38,11 +39,9 @@ def base(tiny_bert, out, *extra):
     ]
 
 
-def assert_one_line_error(code, err, needle):
-    assert code == 2
-    lines = [line for line in err.splitlines() if line.startswith("freezetune: error:")]
-    assert len(lines) == 1, err
-    assert needle in lines[0], lines[0]
+def refused(code: int, err: str, needle: str) -> None:
+    """Exit code 2 and one error line holding ``needle`` (training may warn on stderr first)."""
+    assert_one_line_error(code, err, needle, alone=False)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +62,7 @@ def assert_one_line_error(code, err, needle):
 def test_bad_input_exits_2_and_writes_nothing(capsys, tmp_path, tiny_bert, extra, needle):
     out = tmp_path / "out"
     code, _, err = run(capsys, *base(tiny_bert, out, *extra))
-    assert_one_line_error(code, err, needle)
+    refused(code, err, needle)
     assert not out.exists()
 
 
@@ -71,9 +70,9 @@ def test_unknown_model_folder(capsys, tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     code, _, err = run(capsys, "train", "--model", str(empty), "--out", str(tmp_path / "o"))
-    assert_one_line_error(code, err, "not a model folder")
+    refused(code, err, "not a model folder")
     code, _, err = run(capsys, "inspect", "--model", str(tmp_path / "missing"))
-    assert_one_line_error(code, err, "does not exist")
+    refused(code, err, "does not exist")
 
 
 def test_corrupt_weights_are_one_clear_line(capsys, tmp_path, tiny_bert):
@@ -83,7 +82,7 @@ def test_corrupt_weights_are_one_clear_line(capsys, tmp_path, tiny_bert):
         (broken / name).write_bytes((Path(tiny_bert) / name).read_bytes())
     (broken / "model.safetensors").write_bytes(b"\x10\x00not a safetensors file")
     code, _, err = run(capsys, "train", "--model", str(broken), "--out", str(tmp_path / "o"))
-    assert_one_line_error(code, err, "cannot load model")
+    refused(code, err, "cannot load model")
     assert not (tmp_path / "o").exists()
 
 
@@ -103,13 +102,13 @@ def test_own_files_missing_column_and_unknown_label(capsys, tmp_path, tiny_bert)
         "text",
     ]
     code, _, err = run(capsys, *base(tiny_bert, tmp_path / "o", *files, "--label-column", "z"))
-    assert_one_line_error(code, err, "'z'")
+    refused(code, err, "'z'")
     code, _, err = run(capsys, *base(tiny_bert, tmp_path / "o", *files, "--label-column", "y"))
-    assert_one_line_error(code, err, "maybe")
+    refused(code, err, "maybe")
     assert not (tmp_path / "o").exists()
     missing = ["--train", str(tmp_path / "nope.csv"), "--validation", str(dev)]
     code, _, err = run(capsys, *base(tiny_bert, tmp_path / "o", "--task", "mine", *missing))
-    assert_one_line_error(code, err, "nope.csv")
+    refused(code, err, "nope.csv")
 
 
 def test_existing_result_is_refused_then_overwritten_on_request(capsys, tmp_path, tiny_bert):
@@ -118,7 +117,7 @@ def test_existing_result_is_refused_then_overwritten_on_request(capsys, tmp_path
     assert code == 0 and "best accuracy" in stdout
     before = (out / "result.json").read_bytes()
     code, _, err = run(capsys, *base(tiny_bert, out, "--seed", "1"))
-    assert_one_line_error(code, err, "--overwrite")
+    refused(code, err, "--overwrite")
     assert (out / "result.json").read_bytes() == before
     code, _, _ = run(capsys, *base(tiny_bert, out, "--seed", "1", "--overwrite"))
     assert code == 0

@@ -15,6 +15,7 @@ from freezetune.errors import UserError
 from freezetune.report.contrast import CLAIM, FILES, contrast
 from freezetune.study.baseline import write_baselines
 from freezetune.study.store import RunRow
+from freezetune.testing import assert_one_line_error
 from test_report import floors, write_study
 
 # full fine-tuning scores the same at every seed here: scipy's t-test warns about that
@@ -69,7 +70,7 @@ IMAGES = [
     *grid(IMAGE, 2000, 0.85, WALLS, {"bottom:5": (2000, [98, 100, 102], [50, 50, 50]),
                                      "head": (100, [95, 96, 97], [20, 20, 20])}),
 ]  # fmt: skip
-SCHEDULE = {"event": "freeze", "step": 5, "units_frozen": 3, "trainable_params": 5000}
+SCHEDULE = {"event": "freeze", "step": 5, "frozen_units": 3, "trainable_params": 5000}
 TEXTS = grid(TEXT, 2000, 0.90, [40.0, 50.0, 60.0], {
     "bottom:2": (6000, [94, 95, 96], [20, 25, 30]),
     "bottom:4": (3000, [90, 91, 92], [12, 15, 18]),
@@ -232,11 +233,10 @@ def test_bad_input_is_refused_naming_the_fix(pair, tmp_path):
 
 
 def one_line_error(capsys, *argv: str) -> str:
-    assert main(list(argv)) == 2
+    code = main(list(argv))
     captured = capsys.readouterr()
-    lines = [x for x in captured.err.splitlines() if x.startswith("freezetune: error:")]
-    assert len(lines) == 1 and not captured.out, captured
-    return lines[0]
+    assert not captured.out, captured
+    return assert_one_line_error(code, captured.err, alone=False)
 
 
 def test_cli_writes_the_contrast_next_to_the_first_study(pair, tmp_path, capsys):

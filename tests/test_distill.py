@@ -23,7 +23,13 @@ from freezetune.distill.student import pick_blocks
 from freezetune.distill.teacher import Teacher
 from freezetune.errors import UserError
 from freezetune.study import StudySpec, run_study
-from freezetune.testing import EPS32, TINY_RUN_ARGS, save_tiny_model, tiny_run_config
+from freezetune.testing import (
+    EPS32,
+    TINY_RUN_ARGS,
+    assert_one_line_error,
+    save_tiny_model,
+    tiny_run_config,
+)
 from freezetune.training import prepare, resume, train
 from test_resume import assert_same_run, start
 
@@ -334,8 +340,6 @@ def test_bad_distillation_input_is_one_line_and_writes_nothing(
     out = tmp_path / "student"
     capsys.readouterr()
     argv = ["train", "--model", model, "--max-train-samples", "16", "--no-progress"]
-    assert main([*argv, *extra, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("freezetune: error:")]
-    assert len(lines) == 1 and expected in lines[0], err
+    code = main([*argv, *extra, "--out", str(out)])
+    assert_one_line_error(code, capsys.readouterr().err, expected, alone=False)
     assert not out.exists()

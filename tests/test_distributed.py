@@ -136,11 +136,11 @@ def test_two_processes_train_like_one(
     assert_runs_alike(two, tmp_path / "one", **(ACCUMULATED if index == 1 else ALIKE))
     result = json.loads((two / "result.json").read_text())
     assert result["processes"] == 2
-    assert [e["units_frozen"] for e in result["freeze_timeline"]] == [
-        e["units_frozen"] for e in single["freeze_timeline"]
+    assert [e["frozen_units"] for e in result["freeze_timeline"]] == [
+        e["frozen_units"] for e in single["freeze_timeline"]
     ]
     if STRATEGIES[index].startswith(("gradual", "autofreeze")):  # a thaw / a freeze mid-run
-        assert len({e["units_frozen"] for e in result["freeze_timeline"]}) > 1
+        assert len({e["frozen_units"] for e in result["freeze_timeline"]}) > 1
     assert result["final"]["accuracy"] == single["final"]["accuracy"]
 
 

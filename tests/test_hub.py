@@ -20,6 +20,7 @@ from freezetune import hub
 from freezetune.cli import main
 from freezetune.errors import UserError
 from freezetune.tasks import load_task
+from freezetune.testing import assert_one_line_error
 
 GLUE_DIR = Path("/work/shared/data/glue")
 needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason="shared GLUE data not present")
@@ -221,10 +222,7 @@ def test_offline_exits_2_through_the_cli(
     code = main(
         ["train", "--model", tiny_bert, "--task", "sst2", "--no-progress", "--out", str(out)]
     )
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("freezetune: error:")]
-    assert code == 2 and len(lines) == 1, err
-    assert all(fix in lines[0] for fix in FIXES)
+    assert_one_line_error(code, capsys.readouterr().err, *FIXES, alone=False)
     assert not out.exists()
 
 

@@ -51,12 +51,12 @@ def test_freezer_applies_records_and_prints_each_change_once(bert, capsys):
     first = freezer.update(3, step=0)
     assert freezer.update(3, step=1) is None  # no change: nothing applied, recorded or said
     second = freezer.update(1, step=2)
-    assert [r["units_frozen"] for r in log.timeline] == [3, 1] and log.frozen_units == 1
+    assert [r["frozen_units"] for r in log.timeline] == [3, 1] and log.frozen_units == 1
     assert first is not None and second is not None
     assert first == {
         "event": "freeze",
         "step": 0,
-        "units_frozen": 3,
+        "frozen_units": 3,
         "trainable_params": first["trainable_params"],
         "trainable": first["trainable"],
     }
@@ -78,7 +78,7 @@ def test_freezer_is_quiet_off_the_main_process_and_apply_records_nothing(bert, c
     model, units = bert
     state = LoopState()  # the loop's own records double as the freezer's
     freezer = Freezer(model, units, parse_freeze("gradual"), state, main=False)
-    assert freezer.update(2, step=0) is not None and state.timeline[0]["units_frozen"] == 2
+    assert freezer.update(2, step=0) is not None and state.timeline[0]["frozen_units"] == 2
     freezer.apply(4)  # a restored run: applied, not recorded
     assert len(state.timeline) == 1 and capsys.readouterr().err == ""
     model.train()

@@ -19,6 +19,7 @@ from freezetune.freezing import parse_freeze
 from freezetune.freezing.policies import Progress, make_policy
 from freezetune.freezing.registry import POLICIES, RunShape, register_policy
 from freezetune.study.executors import EXECUTORS, ExecutorOptions, make_executor, register_executor
+from freezetune.testing import assert_one_line_error
 from freezetune.training import resume, train
 
 
@@ -194,9 +195,8 @@ def test_a_broken_plugin_is_one_line_naming_its_package(installed, tiny_bert, ca
     _install(installed, "freezetune-broken", "ft_broken", broken, "freezetune.policies", "broken")
     wrong = "PLUGIN = print\n"
     _install(installed, "freezetune-wrong", "ft_wrong", wrong, "freezetune.policies", "wrong")
-    assert main(["inspect", "--model", tiny_bert, "--freeze", "broken+llrd:0.9"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.endswith(
+    code = main(["inspect", "--model", tiny_bert, "--freeze", "broken+llrd:0.9"])
+    assert assert_one_line_error(code, capsys.readouterr().err).endswith(
         "policy 'broken' from package 'freezetune-broken' failed to load: "
         "ImportError: No module named torch_lisa; reinstall it or uninstall it"
     )

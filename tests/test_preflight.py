@@ -13,6 +13,7 @@ import pytest
 from freezetune.cli import main
 from freezetune.study import StudySpec, run_study
 from freezetune.study.executors import LocalExecutor
+from freezetune.testing import assert_one_line_error
 
 TINY = {"max_train_samples": 32, "max_eval_samples": 16, "max_length": 32}
 
@@ -35,18 +36,12 @@ def statuses(folder: Path) -> dict[str, tuple[str, str | None, int]]:
     return {strategy: (status, cause, attempts) for strategy, status, cause, attempts in rows}
 
 
-def one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 def test_a_strategy_deeper_than_the_model_stops_the_study_before_full_trains(
     tiny_bert, tmp_path, capsys
 ):
     started = time.monotonic()
-    assert main(study_args(tiny_bert, tmp_path, "full,bottom:1,bottom:99")) == 2
-    line = one_line(capsys.readouterr().err)
+    code = main(study_args(tiny_bert, tmp_path, "full,bottom:1,bottom:99"))
+    line = assert_one_line_error(code, capsys.readouterr().err)
     assert "strategy bottom:99: --freeze bottom:99 asks for more blocks than the model has" in line
     assert list(tmp_path.iterdir()) == []  # no study folder, no rows, no run folders
     assert time.monotonic() - started < 60  # nothing trained
@@ -60,9 +55,8 @@ def test_a_study_without_its_data_stops_in_seconds_with_one_line(
     empty.mkdir()
     root = tmp_path / "runs"
     args = study_args(tiny_bert, root, "full,bottom:1,head", "--data-dir", str(empty))
-    assert main(args) == 2
-    line = one_line(capsys.readouterr().err)
-    assert line.startswith("freezetune: error: strategy full: ") and str(empty) in line
+    line = assert_one_line_error(main(args), capsys.readouterr().err, str(empty))
+    assert line.startswith("strategy full: ")
     assert not root.exists()
 
 

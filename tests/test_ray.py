@@ -24,6 +24,7 @@ from freezetune.cli import main
 from freezetune.errors import UserError
 from freezetune.study import StudySpec, run_study
 from freezetune.study.executors.ray_cluster import SharedFolder, _check_shared, parse_resources
+from freezetune.testing import assert_one_line_error
 
 # 3 epochs of 12 steps, a checkpoint each step (slow enough to be caught mid-run)
 RUN_ARGS = [
@@ -160,9 +161,9 @@ def ancestors(pid: int) -> Iterator[int]:
 def test_without_ray_the_ray_executor_is_one_line(tiny_bert, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     args = ["study", "--strategies", "full", "--model", tiny_bert, "--task", "sst2"]
-    assert main([*args, "--out-root", str(tmp_path), "--executor", "ray"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["freezetune: error: --executor ray needs Ray: pip install 'freezetune[ray]'"]
+    code = main([*args, "--out-root", str(tmp_path), "--executor", "ray"])
+    line = assert_one_line_error(code, capsys.readouterr().err)
+    assert line == "--executor ray needs Ray: pip install 'freezetune[ray]'"
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(UserError, match="needs Ray"):
         run_study(StudySpec.from_dict({"name": "s"}), tmp_path, executor="ray")
@@ -188,9 +189,7 @@ RAY = ("--executor", "ray")
 )
 def test_bad_executor_options_are_one_line(tmp_path, capsys, flags, needle):
     args = ["study", "--strategies", "full", "--out-root", str(tmp_path)]
-    assert main([*args, *flags]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0], err
+    assert_one_line_error(main([*args, *flags]), capsys.readouterr().err, needle)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -200,10 +199,9 @@ def test_a_ray_address_nothing_answers_at_is_one_line_at_once(tmp_path, capsys, 
     if address == "closed":
         address = f"127.0.0.1:{free_port()}"  # nothing listens there now
     args = ["study", "--strategies", "full", "--out-root", str(tmp_path), *RAY]
-    assert main([*args, "--ray-address", address]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code = main([*args, "--ray-address", address])
     needle = "bad --ray-address 'nowhere'" if address == "nowhere" else "cannot reach the Ray"
-    assert len(err) == 1 and needle in err[0], err
+    assert_one_line_error(code, capsys.readouterr().err, needle)
     assert list(tmp_path.iterdir()) == []
 
 

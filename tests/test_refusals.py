@@ -25,20 +25,15 @@ from freezetune.config import RunConfig
 from freezetune.errors import UserError
 from freezetune.modality import checked_modality
 from freezetune.options import _options, kind_of
-
-ERROR = "freezetune: error: "
+from freezetune.testing import assert_one_line_error
 
 
 def refused(capsys, argv: list[str], *nothing_in: Path) -> str:
     """Run ``freezetune argv``: exit code 2, one line on stderr, none of ``nothing_in`` made."""
-    code = main(argv)
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2, captured
-    assert len(lines) == 1 and lines[0].startswith(ERROR), captured.err
+    line = assert_one_line_error(main(argv), capsys.readouterr().err)
     for path in nothing_in:
         assert not path.exists(), path
-    return lines[0].removeprefix(ERROR)
+    return line
 
 
 def text(model: str, out: Path, *extra: str) -> list[str]:
@@ -61,36 +56,48 @@ def images(model: str, fm: str, out: Path, *extra: str) -> list[str]:
 # ---------------------------------------------------------------- flags of the other modality
 
 
-def test_augment_on_a_text_task(capsys, tmp_path, tiny_bert):
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            ["--augment"],
+            "--augment is for images, and this run reads text (task sst2); drop --augment",
+        ),
+        (
+            ["data.image_size=64"],
+            "--image-size is for images, and this run reads text (task sst2); drop --image-size",
+        ),
+    ],
+)
+def test_an_image_flag_on_a_text_task(capsys, tmp_path, tiny_bert, extra, line):
     out = tmp_path / "out"
-    line = refused(capsys, text(tiny_bert, out, "--augment"), out)
-    assert line == "--augment is for images, and this run reads text (task sst2); drop --augment"
+    assert refused(capsys, text(tiny_bert, out, *extra), out) == line
 
 
-def test_image_size_on_a_text_task(capsys, tmp_path, tiny_bert):
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            ["--group-by-length"],
+            "--group-by-length is for text, and this run reads images (task fashion-mnist); "
+            "drop --group-by-length",
+        ),
+        (
+            ["--max-length", "64"],
+            "--max-length is for text, and this run reads images (task fashion-mnist); "
+            "drop --max-length",
+        ),
+        (
+            ["--student-layers", "2"],
+            "distillation is for text models, and this run reads images (task fashion-mnist); "
+            "drop --student-layers",
+        ),
+    ],
+)
+def test_a_text_flag_on_images(capsys, tmp_path, tiny_effnet, tiny_fashion_mnist, extra, line):
     out = tmp_path / "out"
-    line = refused(capsys, text(tiny_bert, out, "data.image_size=64"), out)
-    assert line == (
-        "--image-size is for images, and this run reads text (task sst2); drop --image-size"
-    )
-
-
-def test_group_by_length_on_images(capsys, tmp_path, tiny_effnet, tiny_fashion_mnist):
-    out = tmp_path / "out"
-    argv = images(tiny_effnet, tiny_fashion_mnist, out, "--group-by-length")
-    assert refused(capsys, argv, out) == (
-        "--group-by-length is for text, and this run reads images (task fashion-mnist); "
-        "drop --group-by-length"
-    )
-
-
-def test_max_length_on_images(capsys, tmp_path, tiny_effnet, tiny_fashion_mnist):
-    out = tmp_path / "out"
-    argv = images(tiny_effnet, tiny_fashion_mnist, out, "--max-length", "64")
-    assert refused(capsys, argv, out) == (
-        "--max-length is for text, and this run reads images (task fashion-mnist); "
-        "drop --max-length"
-    )
+    argv = images(tiny_effnet, tiny_fashion_mnist, out, *extra)
+    assert refused(capsys, argv, out) == line
 
 
 def test_text_columns_on_image_folders(capsys, tmp_path, tiny_effnet, tiny_image_folders):
@@ -102,15 +109,6 @@ def test_text_columns_on_image_folders(capsys, tmp_path, tiny_effnet, tiny_image
     assert refused(capsys, argv, out) == (
         f"--text-columns is for text, and this run reads images (--train {train}); "
         "drop --text-columns"
-    )
-
-
-def test_distillation_knobs_on_images(capsys, tmp_path, tiny_effnet, tiny_fashion_mnist):
-    out = tmp_path / "out"
-    argv = images(tiny_effnet, tiny_fashion_mnist, out, "--student-layers", "2")
-    assert refused(capsys, argv, out) == (
-        "distillation is for text models, and this run reads images (task fashion-mnist); "
-        "drop --student-layers"
     )
 
 

@@ -7,6 +7,7 @@ so are the trivial baselines (:func:`floors`), except where a test computes them
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import shutil
@@ -23,7 +24,7 @@ from freezetune.report.plots import plot_timeline
 from freezetune.report.tables import mean_ci, pareto_front, summarize, welch_p
 from freezetune.study.baseline import Baseline, baseline_key, write_baselines
 from freezetune.study.spec import PlannedRun
-from freezetune.study.store import RunRow, fail_run, finish_run, open_store, start_run
+from freezetune.study.store import RunRow, fail_run, finish_run, open_store, read_rows, start_run
 
 BLOCKS = 6
 UNITS = {"full": 0, "bottom:2": 3, "bottom:4": 5, "head": BLOCKS + 1}
@@ -44,7 +45,7 @@ def row(strategy, seed, value, wall, *, freeze=None, n_train=2000, lr=1e-4, time
         "main_metric": metric,
         "best": {metric: value, "step": 10},
         "final": {metric: value - 0.01, "step": 20},
-        "units_frozen": UNITS.get(freeze, 2),
+        "frozen_units": UNITS.get(freeze, 2),
         "num_blocks": BLOCKS,
         "wall_time_s": wall,
         "train_examples": n_train,
@@ -134,7 +135,7 @@ def test_summary_compares_each_strategy_with_full_and_orders_by_frozen_units():
     assert b4.diff == pytest.approx(0.86 - 0.91) and b4.relative == pytest.approx(0.86 / 0.91)
     assert b4.speedup == pytest.approx(101.0 / 40.0)
     assert b4.p_value == pytest.approx(welch_p((0.86, 0.87, 0.85), tuple(FULL)))
-    assert head.units_frozen == BLOCKS + 1 and head.trainable_params == 3000
+    assert head.frozen_units == BLOCKS + 1 and head.trainable_params == 3000
     assert not head.static_prefix and b4.static_prefix  # head has its own lr
 
 
@@ -205,8 +206,8 @@ def test_results_csv_has_one_line_per_run():
 def test_timeline_plot_only_for_strategies_whose_freezing_changes():
     assert plot_timeline(summarize(STUDY)) is None
     timeline = [
-        {"event": "freeze", "step": 0, "units_frozen": 0, "trainable_params": 10},
-        {"event": "freeze", "step": 8, "units_frozen": 3, "trainable_params": 6},
+        {"event": "freeze", "step": 0, "frozen_units": 0, "trainable_params": 10},
+        {"event": "freeze", "step": 8, "frozen_units": 3, "trainable_params": 6},
     ]
     png = plot_timeline(summarize([*STUDY, row("autofreeze", 0, 0.9, 50.0, timeline=timeline)]))
     assert png is not None and png.startswith(b"\x89PNG")
@@ -233,6 +234,35 @@ def write_study(folder: Path, rows: list[RunRow]) -> None:
         else:
             fail_run(conn, r.run_id, r.error or "")
     conn.close()
+
+
+def _as_stored_before(r: RunRow) -> RunRow:
+    """``r`` as an older freezetune stored it: the frozen-unit count was ``units_frozen``."""
+
+    def old(record: dict) -> dict:
+        return {("units_frozen" if k == "frozen_units" else k): v for k, v in record.items()}
+
+    return dataclasses.replace(r, result=old(r.result or {}), timeline=list(map(old, r.timeline)))
+
+
+def test_a_study_stored_under_the_old_name_reads_back_in_the_new_one(tmp_path):
+    timeline = [
+        {"event": "freeze", "step": 0, "frozen_units": 0, "trainable_params": 10},
+        {"event": "freeze", "step": 8, "frozen_units": 3, "trainable_params": 6},
+    ]
+    rows = [*STUDY, row("autofreeze", 0, 0.9, 50.0, timeline=timeline)]
+    write_study(tmp_path, [_as_stored_before(r) for r in rows])
+    conn = open_store(tmp_path / "results.sqlite")
+    try:
+        raw = conn.execute("SELECT result, timeline FROM runs").fetchall()
+        stored = read_rows(conn)
+    finally:
+        conn.close()
+    assert all("units_frozen" in result and "frozen_units" not in result for result, _ in raw)
+    assert [r.result for r in stored] == [r.result for r in rows]
+    assert stored[-1].timeline == timeline
+    units = [line.frozen_units for line in summarize(stored).lines]
+    assert units == [line.frozen_units for line in summarize(rows).lines] and 3 in units
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ DEFAULT = {
 
 def at(r, units: int):
     """``r`` with ``units`` units frozen (embeddings = 1), as its result records them."""
-    return dataclasses.replace(r, result={**(r.result or {}), "units_frozen": units})
+    return dataclasses.replace(r, result={**(r.result or {}), "frozen_units": units})
 
 
 def depth(strategy: str) -> int:

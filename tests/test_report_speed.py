@@ -52,7 +52,7 @@ def student(strategy, seed, value, wall, *, teacher=False, layers=3):
     r = row(strategy, seed, value, wall, freeze="full")
     distill = {"teacher": f"runs/s/full-{seed}" if teacher else None, "student_layers": layers,
                "student_pick": "even", "temperature": 2.0, "alpha": 0.5}  # fmt: skip
-    result = {**(r.result or {}), "units_frozen": 0, "num_blocks": layers}
+    result = {**(r.result or {}), "frozen_units": 0, "num_blocks": layers}
     if teacher:
         result["distill"] = {"teacher": distill["teacher"], "teacher_wall_time_s": 100.0 + seed,
                              "logits_time_s": 3.0}  # fmt: skip

@@ -210,9 +210,19 @@ def _rewrite_state(folder: Path, state: dict) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _format_2(state: dict) -> dict:
+    """The state.pt layout of format 2: the timeline's records said ``units_frozen``."""
+    loop = dict(state["loop"])
+    loop["timeline"] = [
+        {("units_frozen" if k == "frozen_units" else k): v for k, v in e.items()}
+        for e in loop["timeline"]
+    ]
+    return {**state, "format": 2, "loop": loop}
+
+
 def _format_1(state: dict) -> dict:
     """The state.pt layout written before checkpoints had a format number."""
-    loop = dict(state["loop"])
+    loop = dict(_format_2(state)["loop"])
     old = {k: v for k, v in state.items() if k not in ("format", "loop")}
     return {
         **old,
@@ -220,6 +230,9 @@ def _format_1(state: dict) -> dict:
         "frozen_prefix": loop.pop("frozen_units"),
         "loop": loop,
     }
+
+
+OLD_FORMATS = {1: _format_1, 2: _format_2}
 
 
 def _stop_at(out: Path, step: int) -> Path:
@@ -233,8 +246,12 @@ def _stop_at(out: Path, step: int) -> Path:
     return folders[step - 1]
 
 
-@pytest.mark.parametrize("freeze", ["bottom:2", "autofreeze:n=4"])
-def test_a_checkpoint_of_the_previous_format_resumes_bit_identically(tiny_bert, tmp_path, freeze):
+@pytest.mark.parametrize(
+    ("freeze", "version"), [("bottom:2", 1), ("autofreeze:n=4", 1), ("autofreeze:n=4", 2)]
+)
+def test_a_checkpoint_of_an_older_format_resumes_bit_identically(
+    tiny_bert, tmp_path, freeze, version
+):
     cfg = config(tiny_bert, tmp_path, epochs=2, keep_checkpoints=100)
     cfg = RunConfig.from_dict({**cfg.to_dict(), "freeze": freeze})  # bottom:2 caches states
     out = Path(cfg.out)
@@ -242,10 +259,12 @@ def test_a_checkpoint_of_the_previous_format_resumes_bit_identically(tiny_bert, 
     expected = comparable(out), load_file(out / "model.safetensors")
     folder = _stop_at(out, 3)  # of 8 steps
     state = torch.load(folder / "state.pt", weights_only=True)
-    assert state["format"] == 2 and state["loop"]["step"] == 3
-    _rewrite_state(folder, _format_1(state))
+    assert state["format"] == 3 and state["loop"]["step"] == 3
+    assert state["loop"]["timeline"] and "frozen_units" in state["loop"]["timeline"][0]
+    _rewrite_state(folder, OLD_FORMATS[version](state))
     again = resume(out)
     assert again.steps == whole.steps and again.final == {**whole.final, **timing(again.final)}
+    assert again.freeze_timeline == whole.freeze_timeline  # the old records, renamed
     assert comparable(out) == expected[0]
     weights = load_file(out / "model.safetensors")
     assert all(torch.equal(weights[k], v) for k, v in expected[1].items())
@@ -255,7 +274,9 @@ def timing(record: dict) -> dict:
     return {k: v for k, v in record.items() if k.endswith("time_s")}
 
 
-@pytest.mark.parametrize("bad", [{"format": 99}, {"format": 2, "loop": {}}, {"x": 1}])
+@pytest.mark.parametrize(
+    "bad", [{"format": 99}, {"format": 3, "loop": {}}, {"format": 2, "loop": {}}, {"x": 1}]
+)
 def test_a_checkpoint_of_an_unknown_format_is_refused_in_one_line(tiny_bert, tmp_path, bad):
     out = tmp_path / "out"
     train(config(tiny_bert, tmp_path, keep_checkpoints=1))

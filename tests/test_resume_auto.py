@@ -17,6 +17,7 @@ import pytest
 
 from conftest import TINY_RUN_ARGS, wait_for_step
 from freezetune.cli import build_parser, config_from_args, main
+from freezetune.testing import assert_one_line_error
 from freezetune.training import train_or_resume
 from test_resume import assert_same_run, cli, start
 
@@ -148,11 +149,9 @@ def test_a_different_run_in_the_folder_is_refused_in_one_line(tiny_bert, tmp_pat
         if not finished:
             (out / "result.json").unlink()  # an unfinished run with its checkpoints
         before = snapshot(out)
-        assert main(auto(tiny_bert, out, "--lr", "2e-3")) == 2
-        lines = capsys.readouterr().err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("freezetune: error:"), lines
-        assert "optim.lr is 0.001 there, 0.002 here" in lines[0]
-        assert "another --out" in lines[0] and "--overwrite" in lines[0]
+        code = main(auto(tiny_bert, out, "--lr", "2e-3"))
+        needles = "optim.lr is 0.001 there, 0.002 here", "another --out", "--overwrite"
+        assert_one_line_error(code, capsys.readouterr().err, *needles)
         assert snapshot(out) == before
     # --overwrite asks for the other run to be replaced: a fresh run, never a resumed one
     assert main(auto(tiny_bert, out, "--lr", "2e-3", "--overwrite")) == 0
@@ -201,7 +200,6 @@ def test_a_folder_that_holds_no_run_of_ours_is_refused_as_train_refuses(
     out = tmp_path / "a-model"
     shutil.copytree(tiny_bert, out)  # model.safetensors and config.json, but no run
     before = snapshot(out)
-    assert main(auto(tiny_bert, out)) == 2
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and "already holds a result" in lines[0], lines
+    code = main(auto(tiny_bert, out))
+    assert_one_line_error(code, capsys.readouterr().err, "already holds a result")
     assert snapshot(out) == before

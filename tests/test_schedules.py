@@ -128,9 +128,9 @@ def test_progressive_freezes_bottom_up_and_frozen_units_stop_changing(tiny_bert,
         frozen_units = [u.name for u in setup.units.units[: change["n"]]]
         assert all(not any(change["training"][u]) for u in frozen_units)
     timeline = result.freeze_timeline
-    assert [e["units_frozen"] for e in timeline] == ns
+    assert [e["frozen_units"] for e in timeline] == ns
     events = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert [e["units_frozen"] for e in events if e["event"] == "freeze"] == ns
+    assert [e["frozen_units"] for e in events if e["event"] == "freeze"] == ns
 
 
 def test_autofreeze_decides_from_gradients_and_freezes_monotonically(tiny_bert, tmp_path, watch):

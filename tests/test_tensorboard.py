@@ -12,7 +12,7 @@ import pytest
 from freezetune.cli import main
 from freezetune.errors import UserError
 from freezetune.tensorboard import MISSING, TensorBoardObserver, require
-from freezetune.testing import tiny_run_config
+from freezetune.testing import assert_one_line_error, tiny_run_config
 from freezetune.training import resume, train
 
 
@@ -75,9 +75,9 @@ def test_dev_metrics_at_every_evaluation(gradual_run):
 def test_freezing_scalars_follow_the_timeline(gradual_run):
     loaded, timeline = events(gradual_run), records(gradual_run, "freeze")
     assert len(timeline) > 2  # gradual: a change at (nearly) every step
-    units_frozen = scalars(loaded, "freezing/units_frozen")
+    frozen_units = scalars(loaded, "freezing/frozen_units")
     trainable = scalars(loaded, "freezing/trainable_params")
-    assert units_frozen == {r["step"]: r["units_frozen"] for r in timeline}
+    assert frozen_units == {r["step"]: r["frozen_units"] for r in timeline}
     assert trainable == {r["step"]: r["trainable_params"] for r in timeline}
     assert texts(loaded, "freezing/trainable")[0] == timeline[0]["trainable"]
 
@@ -124,7 +124,7 @@ def test_starting_afresh_drops_an_earlier_starts_curves(tmp_path):
     pytest.importorskip("tensorboard")
     for loss in (9.0, 1.0):
         observer = TensorBoardObserver(tmp_path, {"freeze": "full"})
-        observer.on_record({"event": "freeze", "step": 0, "units_frozen": 0})
+        observer.on_record({"event": "freeze", "step": 0, "frozen_units": 0})
         observer.on_step(1, loss, {"head": 1e-3})
         observer.close()
     assert scalars(events(tmp_path), "train/loss") == {1: 1.0}
@@ -158,8 +158,5 @@ def test_without_the_package_it_is_one_line_and_nothing_is_written(
     out = tmp_path / "out"
     argv = ["train", "--model", tiny_bert, "--max-train-samples", "32", "--no-progress"]
     code = main([*argv, "--report-to", "tensorboard", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code == 2
-    lines = [line for line in err.splitlines() if line.startswith("freezetune: error:")]
-    assert lines == [f"freezetune: error: {MISSING}"], err
+    assert assert_one_line_error(code, capsys.readouterr().err, alone=False) == MISSING
     assert not out.exists()

@@ -122,7 +122,7 @@ def test_outputs_result_metrics_and_a_loadable_model(tiny_bert, tmp_path):
     assert 0 < saved["trainable_params"] < saved["total_params"]
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "start"
-    assert events[1]["event"] == "freeze" and events[1]["units_frozen"] == 2
+    assert events[1]["event"] == "freeze" and events[1]["frozen_units"] == 2
     assert events[1]["trainable"].startswith("trainable params:")
     evals = [e for e in events if e["event"] == "eval"]
     assert len(evals) >= 3 and evals[-1]["epoch"] == 2  # every 3 steps + each epoch end

@@ -19,10 +19,9 @@ from conftest import wait_for_step, write_tiny_vit
 from freezetune import RunConfig
 from freezetune.cache_store import FixedStates
 from freezetune.cli import main
-from freezetune.testing import assert_runs_alike
+from freezetune.testing import assert_one_line_error, assert_runs_alike
 from freezetune.training import prepare, train
 from freezetune.vision.effnet import EfficientNetLiteModel
-from test_cli import assert_one_line_error
 from test_distributed import WORKER, finish, torchrun
 from test_resume import assert_same_run, start
 
@@ -118,7 +117,7 @@ def test_bottom_k_keeps_frozen_weights_and_batchnorm_bit_identical(
     assert all(not torch.equal(after[k], before[k]) for k in stage3 if "weight" in k)
     assert all(after[k] > 0 for k in stage3 if k.endswith("num_batches_tracked"))
     result = json.loads((out / "result.json").read_text())
-    assert (result["num_blocks"], result["units_frozen"]) == (8, 4)
+    assert (result["num_blocks"], result["frozen_units"]) == (8, 4)
 
     # in-process: frozen parameters get no gradient, and the saved folder predicts the same
     config = image_config(tiny_effnet, tiny_fashion_mnist, tmp_path / "again", "bottom:3")
@@ -291,7 +290,7 @@ def test_advancing_image_cache_matches_uncached(
     assert successors, "the image cache never advanced"
     plain = image_config(path, tiny_fashion_mnist, tmp_path / "p", freeze, cache=False, **opts)
     train(plain)
-    levels = [e["units_frozen"] for e in cached.freeze_timeline]
+    levels = [e["frozen_units"] for e in cached.freeze_timeline]
     assert len({u for u in levels if u >= 2}) >= 2, levels
     assert cached.cache["train"]["hits"] > 0 and cached.cache["train"]["advance_time_s"] > 0
     assert_close_runs(tmp_path / "c", tmp_path / "p", model, **ADVANCING_STEPS)
@@ -507,7 +506,7 @@ def test_bad_image_input_is_one_line_and_writes_nothing(
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
     code = main(argv)
-    assert_one_line_error(code, capsys.readouterr().err, needle)
+    assert_one_line_error(code, capsys.readouterr().err, needle, alone=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -11,8 +11,8 @@ on resume.
 
 What it holds is :class:`Resumable`, and nothing else: the loop's own counters are one
 :class:`~freezetune.state.LoopState`. ``state.pt`` carries ``format`` (:data:`FORMAT`);
-checkpoints from before the number existed (format 1) are read as well, and any other layout
-is refused with one line.
+older formats (2, and 1 from before the number existed) are converted on reading, and any other
+layout is refused with one line.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from freezetune.errors import UserError
 from freezetune.freezing.gradients import BlockGradients
 from freezetune.freezing.policies import Policy
 from freezetune.objectives import Objective
+from freezetune.records import current_names
 from freezetune.state import LoopState
 
 __all__ = [
@@ -53,9 +54,10 @@ __all__ = [
 ]
 
 PREFIX = "step-"
-#: layout of ``state.pt``: 2 added this number and moved ``step`` and the frozen-unit count
-#: into ``loop`` (a LoopState); 1 is what came before, still read
-FORMAT = 2
+#: layout of ``state.pt``: 3 names the frozen-unit count of the timeline's records
+#: ``frozen_units`` (``units_frozen`` before); 2 added this number and moved ``step`` and that
+#: count into ``loop`` (a LoopState); 1 is what came before. 1 and 2 are still read.
+FORMAT = 3
 #: what ``state.pt`` must hold besides ``format``
 STATE_KEYS = (
     "epoch",
@@ -260,12 +262,18 @@ def _from_format_1(state: dict[str, Any], steps_per_epoch: int) -> dict[str, Any
     loop = {**state["loop"], "step": state["step"], "frozen_units": state["frozen_prefix"]}
     return {
         **state,
-        "format": FORMAT,
+        "format": 2,
         "loop": loop,
         "rngs": state.get("rngs") or [state["rng"]],  # "rng": before per-rank states
         "world": state.get("world", 1),
         "steps_per_epoch": state.get("steps_per_epoch", steps_per_epoch),
     }
+
+
+def _from_format_2(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 named the count in the timeline's records ``units_frozen``."""
+    loop = {**state["loop"], "timeline": [current_names(e) for e in state["loop"]["timeline"]]}
+    return {**state, "format": FORMAT, "loop": loop}
 
 
 def _unreadable(folder: Path, why: str) -> UserError:
@@ -281,11 +289,13 @@ def _read_state(folder: Path, steps_per_epoch: int) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise _unreadable(folder, f"state.pt holds a {type(state).__name__}")
     version = state.get("format", 1)
-    if version not in (1, FORMAT):
+    if version not in (1, 2, FORMAT):
         raise _unreadable(folder, f"format {version!r}")
     try:
         if version == 1:
             state = _from_format_1(state, steps_per_epoch)
+        if version in (1, 2):
+            state = _from_format_2(state)
         missing = [k for k in STATE_KEYS if k not in state]
         missing += [k for k in LoopState().state_dict() if k not in state.get("loop", {})]
     except (KeyError, TypeError, AttributeError) as err:

@@ -13,7 +13,7 @@ modes), add one record to the timeline, print the canonical line. So the two wri
 ...                     num_attention_heads=2, intermediate_size=8)
 >>> model = BertForSequenceClassification(config)
 >>> freezer = Freezer(model, split_units(model), parse_freeze("gradual"), FreezeLog(), main=False)
->>> freezer.update(3, step=0)["units_frozen"], freezer.update(3, step=1)
+>>> freezer.update(3, step=0)["frozen_units"], freezer.update(3, step=1)
 (3, None)
 """
 
@@ -73,7 +73,7 @@ class Freezer:
         record = {
             "event": "freeze",
             "step": step,
-            "units_frozen": frozen_units,
+            "frozen_units": frozen_units,
             "trainable_params": count_params(self.model)[0],
             "trainable": log.trainable,
         }

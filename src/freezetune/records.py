@@ -23,12 +23,16 @@ __all__ = [
     "append_jsonl",
     "atomic_write_json",
     "atomic_write_text",
+    "current_names",
     "peak_rss_mb",
     "provenance",
 ]
 
 #: what ``provenance()`` returns, spread at the end of ``result.json``
 PROVENANCE_KEYS = ("git", "versions", "python", "machine")
+
+#: keys that files of an older freezetune hold under another name, and their name now
+RENAMED = {"units_frozen": "frozen_units"}
 
 PACKAGES = ("freezetune", "torch", "transformers", "tokenizers", "numpy", "scikit-learn", "peft")
 
@@ -58,6 +62,26 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def current_names(record: Any) -> Any:
+    """A record read from a file (``result.json``, a ``metrics.jsonl`` line, a study row's
+    result or event) with the keys an older freezetune wrote under another name (:data:`RENAMED`)
+    renamed, in place in the key order; its ``freeze_timeline`` too. Every reader of a run's
+    files passes what it reads through this, so old runs, studies and checkpoints still read.
+    Anything but a dict comes back as it is (the reader judges it).
+
+    >>> current_names({"event": "freeze", "step": 0, "units_frozen": 2})
+    {'event': 'freeze', 'step': 0, 'frozen_units': 2}
+    >>> current_names({"freeze_timeline": [{"units_frozen": 1}]})
+    {'freeze_timeline': [{'frozen_units': 1}]}
+    """
+    if not isinstance(record, dict):
+        return record
+    renamed = {RENAMED.get(key, key): value for key, value in record.items()}
+    if isinstance(renamed.get("freeze_timeline"), list):
+        renamed["freeze_timeline"] = [current_names(e) for e in renamed["freeze_timeline"]]
+    return renamed
 
 
 def peak_rss_mb() -> float:
@@ -111,8 +135,9 @@ class RunResult:
 
     Times are seconds. ``final`` and ``best`` are eval records (the metrics plus ``step``,
     ``epoch`` and times); ``frozen_units`` is the number of leading units frozen at the end
-    (``units_frozen`` in the file). ``inference`` and ``distill`` are absent from files written
-    before they existed; they read back as None.
+    (``units_frozen`` in files written before it had that name: they read back too).
+    ``inference`` and ``distill`` are absent from files written before they existed; they read
+    back as None.
 
     >>> r = RunResult.from_dict(_EXAMPLE)
     >>> r.best_score, r.out.name, r.to_dict() == _EXAMPLE
@@ -120,6 +145,9 @@ class RunResult:
     >>> old = {k: v for k, v in _EXAMPLE.items() if k not in ("inference", "distill")}
     >>> RunResult.from_dict(old).inference is None
     True
+    >>> older = {("units_frozen" if k == "frozen_units" else k): v for k, v in old.items()}
+    >>> RunResult.from_dict(older).frozen_units
+    4
     """
 
     status: str
@@ -170,7 +198,7 @@ class RunResult:
             "task": self.task,
             "main_metric": self.main_metric,
             "freeze": self.freeze,
-            "units_frozen": self.frozen_units,
+            "frozen_units": self.frozen_units,
             "num_blocks": self.num_blocks,
             "final": self.final,
             "best": self.best,
@@ -198,8 +226,7 @@ class RunResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         """Read a ``result.json`` back (the inverse of ``to_dict``)."""
-        fields = {k: v for k, v in data.items() if k not in PROVENANCE_KEYS}
-        fields["frozen_units"] = fields.pop("units_frozen")
+        fields = {k: v for k, v in current_names(data).items() if k not in PROVENANCE_KEYS}
         return cls(**fields, provenance={k: data[k] for k in PROVENANCE_KEYS if k in data})
 
 
@@ -208,7 +235,7 @@ _EXAMPLE: dict[str, Any] = {
     "task": "sst2",
     "main_metric": "accuracy",
     "freeze": "bottom:3",
-    "units_frozen": 4,
+    "frozen_units": 4,
     "num_blocks": 6,
     "final": {"event": "eval", "step": 10, "epoch": 1, "accuracy": 0.9},
     "best": {"event": "eval", "step": 10, "epoch": 1, "accuracy": 0.9},

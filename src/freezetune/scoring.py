@@ -1,5 +1,5 @@
 """Score a model on the dev set: forward passes (from cached states where it can), pooled over
-ranks, then the task's metrics (``evaluate.compute_metrics``, which needs no torch)."""
+ranks, then the task's metrics (``metrics.compute_metrics``, which needs no torch)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from torch import nn
 
 from freezetune import distributed
 from freezetune.cache import PrefixCache
-from freezetune.evaluate import compute_metrics
 from freezetune.loop import forward
+from freezetune.metrics import compute_metrics
 from freezetune.precision import autocast
 from freezetune.tasks import TaskInfo
 

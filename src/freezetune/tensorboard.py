@@ -5,7 +5,7 @@ An :class:`~freezetune.observers.Observer` that writes what the loop reports as 
 - ``train/loss`` and ``train/lr/<unit>`` (each unit's learning rate) at every optimizer step;
 - ``dev/<metric>`` (and ``dev/loss``), ``train/epoch`` and ``time/train_s``/``time/wall_s`` at
   every evaluation, ``cache/hit_rate`` whenever a record carries ``cache_hit_rate``;
-- ``freezing/units_frozen`` and ``freezing/trainable_params`` at every change of what trains
+- ``freezing/frozen_units`` and ``freezing/trainable_params`` at every change of what trains
   (the canonical ``trainable params`` line as text ``freezing/trainable``);
 
 and the resolved config as text (``config``). ``metrics.jsonl`` and ``result.json`` stay the
@@ -130,7 +130,7 @@ class TensorBoardObserver:
         # a record at step N comes after step N (eval) or before step N + 1 (freeze, skipped)
         writer = self._open(step + 1)
         if event == "freeze":
-            for key in ("units_frozen", "trainable_params"):
+            for key in ("frozen_units", "trainable_params"):
                 if _is_number(record.get(key)):
                     writer.add_scalar(f"freezing/{key}", record[key], step)
             if isinstance(record.get("trainable"), str):

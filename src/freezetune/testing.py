@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from transformers import PreTrainedConfig
 
 __all__ = [
+    "CLI_ERROR",
     "EPS32",
     "EPS_BF16",
     "NOISE_ONLY",
     "TINY",
     "TINY_CONFIG",
     "TINY_RUN_ARGS",
+    "assert_one_line_error",
     "assert_relatively_close",
     "assert_runs_alike",
     "assert_weights_close",
@@ -256,7 +258,7 @@ def assert_weights_close(
 
 
 #: what each eval and freeze event of metrics.jsonl must repeat exactly (the loss: see below)
-_SAME = ("event", "step", "epoch", "units_frozen", "accuracy")
+_SAME = ("event", "step", "epoch", "frozen_units", "accuracy")
 
 
 def _evals(out: Path) -> list[dict[str, Any]]:
@@ -288,3 +290,27 @@ def assert_runs_alike(
             )
     weights = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert_weights_close(*weights, summands=summands, steps=steps, lr=lr)
+
+
+#: how ``freezetune``'s CLI starts the one line it prints when it refuses something
+CLI_ERROR = "freezetune: error: "
+
+
+def assert_one_line_error(code: int, err: str, *needles: str, alone: bool = True) -> str:
+    """Assert that a command was refused the way freezetune's CLI refuses: exit code 2 and one
+    line ``freezetune: error: <problem>; <fix>`` on stderr that holds each of ``needles``.
+
+    Returns that line without its prefix, for tests that check all of it. ``alone``: stderr
+    holds nothing else (False: only the error lines count, for a command that may warn first).
+
+    >>> assert_one_line_error(2, "freezetune: error: no file x.csv; check the path\\n", "x.csv")
+    'no file x.csv; check the path'
+    """
+    assert code == 2, f"exit code {code}, not 2; stderr: {err!r}"
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(CLI_ERROR)]
+    assert len(errors) == 1 and (lines == errors or not alone), err
+    message = errors[0].removeprefix(CLI_ERROR)
+    missing = [needle for needle in needles if needle not in message]
+    assert not missing, f"{missing} not in {message!r}"
+    return message

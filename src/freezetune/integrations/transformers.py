@@ -33,7 +33,7 @@ Specs that set per-unit learning rates (``llrd``, ``two-phase``, ``progressive``
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[freeze],
                       optimizers=freeze.optimizers(model, args))
     trainer.train()
-    print([(c["step"], c["units_frozen"]) for c in freeze.changes])  # [(0, 4), (2, 3), ...]
+    print([(c["step"], c["frozen_units"]) for c in freeze.changes])  # [(0, 4), (2, 3), ...]
 
 What it does, and how it fits Trainer (transformers 5.x):
 

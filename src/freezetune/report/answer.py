@@ -91,7 +91,7 @@ def _x100(value: float) -> str:
 def trend(lines: list[Line]) -> tuple[float, float, int] | None:
     """Spearman (rho, p, n) of the metric vs frozen units over the runs of static prefix specs;
     None with fewer than 3 distinct depths; NaNs when the metric never changes."""
-    xs = [line.units_frozen for line in lines if line.static_prefix for _ in line.values]
+    xs = [line.frozen_units for line in lines if line.static_prefix for _ in line.values]
     ys = [v for line in lines if line.static_prefix for v in line.values]
     if len(set(xs)) < 3:
         return None
@@ -103,14 +103,14 @@ def trend(lines: list[Line]) -> tuple[float, float, int] | None:
 
 def _deepest_of(lines: list[Line]) -> Line | None:
     """The line with the most units frozen (ties: the larger raw share), None if none."""
-    return max(lines, key=lambda x: (x.units_frozen or 0, x.relative or 0.0), default=None)
+    return max(lines, key=lambda x: (x.frozen_units or 0, x.relative or 0.0), default=None)
 
 
 def _disagree(others: list[Line], floor: BaselineLine, deep: Line | None) -> str:
     """One sentence when raw % of full and % of full's gain tell different stories: some line's
     two readings differ by more than DISAGREE, or the raw ratio would name another freeze."""
     found = disagreements(others)
-    raw = [x for x in others if (x.relative or 0.0) >= KEEP and x.units_frozen is not None]
+    raw = [x for x in others if (x.relative or 0.0) >= KEEP and x.frozen_units is not None]
     raw_deep = _deepest_of(raw)
     other = raw_deep if raw_deep is not None and raw_deep is not deep else None
     if not found and other is None:

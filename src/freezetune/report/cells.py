@@ -40,7 +40,7 @@ BELOW = " (below baseline)"
 
 CSV_FIELDS = (
     "run_id", "strategy", "freeze", "seed", "lr", "train_size", "status", "error",
-    "main_metric", "best", "final", "baseline", "above_baseline", "units_frozen", "num_blocks",
+    "main_metric", "best", "final", "baseline", "above_baseline", "frozen_units", "num_blocks",
     "wall_time_s", "train_time_s", "eval_time_s", "train_examples_per_s", "peak_rss_mb",
     "trainable_params", "total_params", "steps", "train_examples", "started_at", "finished_at",
     "attempts", "git", "inference_examples_per_s", "latency_ms_p50", "latency_ms_p90",
@@ -147,7 +147,7 @@ def _line_cells(line: Line) -> dict[str, str]:
     is_ref = line.reference == line.label
     cells = [
         line.label + (BELOW if line.below_baseline else ""),
-        "—" if line.units_frozen is None else str(line.units_frozen),
+        "—" if line.frozen_units is None else str(line.frozen_units),
         str(line.n),
         _num(line.mean, ".1f", 100) + std if line.n else "—",
         ci if line.n > 1 else "—",
@@ -242,7 +242,7 @@ def cost_cells(summary: Summary) -> tuple[list[str], list[list[str]], list[str]]
 
 
 STRATEGY_FIELDS = (
-    "label", "strategy", "freeze", "reference", "is_baseline", "units_frozen", "seeds", "mean",
+    "label", "strategy", "freeze", "reference", "is_baseline", "frozen_units", "seeds", "mean",
     "std", "ci_low", "ci_high", "baseline", "diff", "relative", "gain", "gain_ci_low",
     "gain_ci_high", "below_baseline", "p_welch", "p_holm", "wall_time_s", "speedup",
     "trainable_params", "peak_rss_mb", "failed", "distilled", "student_layers",
@@ -257,7 +257,7 @@ def _strategy_record(line: Line) -> dict[str, Any]:
     inference = line.inference
     return {
         "label": line.label, "strategy": line.strategy, "freeze": line.freeze,
-        "reference": line.reference, "is_baseline": False, "units_frozen": line.units_frozen,
+        "reference": line.reference, "is_baseline": False, "frozen_units": line.frozen_units,
         "seeds": line.n, "mean": line.mean, "std": line.std, "ci_low": line.ci[0],
         "ci_high": line.ci[1], "baseline": line.baseline, "diff": line.diff,
         "relative": line.relative, "gain": line.gain, "gain_ci_low": line.gain_ci[0],

@@ -77,16 +77,16 @@ def _tick(units: int, blocks: int | None) -> str:
 def plot_depth(summary: Summary) -> bytes | None:
     """Main metric vs frozen prefix, mean ± std over seeds, one series per context."""
     lines = [line for line in summary.lines if line.static_prefix and line.n]
-    if len({line.units_frozen for line in lines}) < 2:
+    if len({line.frozen_units for line in lines}) < 2:
         return None
     fig, ax = _figure()
     series: dict[str, list[Line]] = {}
     for line in lines:
         series.setdefault(line.reference or "", []).append(line)
     for ref, group in series.items():
-        group = sorted(group, key=lambda line: line.units_frozen or 0)
+        group = sorted(group, key=lambda line: line.frozen_units or 0)
         ax.errorbar(
-            [line.units_frozen for line in group],
+            [line.frozen_units for line in group],
             [100 * line.mean for line in group],
             yerr=[_err(line.std) for line in group],
             marker="o",
@@ -94,7 +94,7 @@ def plot_depth(summary: Summary) -> bytes | None:
             label=ref.removeprefix("full").strip() or None,
         )
     _baselines(ax, summary, set(series))
-    ticks = sorted({line.units_frozen or 0 for line in lines})
+    ticks = sorted({line.frozen_units or 0 for line in lines})
     ax.set_xticks(ticks, [_tick(u, lines[0].num_blocks) for u in ticks])
     ax.set_xlabel("frozen prefix (embeddings + first K blocks)")
     ax.set_ylabel(f"{summary.metric} (x100)")
@@ -182,7 +182,7 @@ def _colors(labels: list[str]) -> dict[str, Any]:
 
 
 def _changes(timeline: list[dict[str, Any]]) -> bool:
-    return len({(e.get("units_frozen"), e.get("trainable_params")) for e in timeline}) > 1
+    return len({(e.get("frozen_units"), e.get("trainable_params")) for e in timeline}) > 1
 
 
 def plot_timeline(summary: Summary) -> bytes | None:
@@ -195,7 +195,7 @@ def plot_timeline(summary: Summary) -> bytes | None:
     seen: set[str] = set()
     for row in rows:
         steps = [event.get("step", 0) for event in row.timeline]
-        units = [event.get("units_frozen", 0) for event in row.timeline]
+        units = [event.get("frozen_units", 0) for event in row.timeline]
         end = (row.result or {}).get("steps", steps[-1])
         ax.step([*steps, end], [*units, units[-1]], where="post", color=colors[row.strategy],
                 label=None if row.strategy in seen else row.strategy, alpha=0.8)  # fmt: skip

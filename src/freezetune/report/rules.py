@@ -168,7 +168,7 @@ def keeps(lines: list[Line], keep: float = KEEP) -> list[Line]:
         for line in lines
         if (share := retention(line)) is not None
         and share >= keep
-        and line.units_frozen is not None
+        and line.frozen_units is not None
     ]
 
 

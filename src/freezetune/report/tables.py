@@ -65,7 +65,7 @@ class Line:
     walls: tuple[float, ...]  # wall time (train + eval) of each succeeded seed, seconds
     n_failed: int
     errors: tuple[str, ...]
-    units_frozen: int | None
+    frozen_units: int | None
     num_blocks: int | None
     trainable_params: int | None
     total_params: int | None
@@ -223,7 +223,7 @@ def _line(
         walls=walls,
         n_failed=len(failed),
         errors=tuple(dict.fromkeys(r.error or "unknown error" for r in failed)),
-        units_frozen=_first(done, "units_frozen"),
+        frozen_units=_first(done, "frozen_units"),
         num_blocks=_first(done, "num_blocks"),
         trainable_params=_first(done, "trainable_params"),
         total_params=_first(done, "total_params"),
@@ -322,7 +322,7 @@ def _order(line: Line) -> tuple:
         (0, v, "") if isinstance(v, int | float) else (1, 0, str(v))
         for _, v in _without_lr(line.context)
     )
-    units = line.units_frozen if line.units_frozen is not None else 10**9
+    units = line.frozen_units if line.frozen_units is not None else 10**9
     return (context, units, line.label)
 
 

@@ -155,7 +155,7 @@ def cheapest(full: Line, same: list[Line]) -> tuple[str | None, Line | None]:
 
 def _deepest_of(lines: list[Line], share: Callable[[Line], float | None]) -> Line | None:
     """The line with the most units frozen (ties: the larger share), None if none."""
-    return max(lines, key=lambda x: (x.units_frozen or 0, share(x) or 0.0), default=None)
+    return max(lines, key=lambda x: (x.frozen_units or 0, share(x) or 0.0), default=None)
 
 
 def _share(line: Line) -> str:
@@ -168,7 +168,7 @@ def _share(line: Line) -> str:
 def _shares(line: Line) -> str:
     """E.g. "bottom:4 (embeddings + 4 of 6 blocks frozen): 95.6% of full's gain (95% CI 89.1%
     to 101.8%), 98.3% of full, -1.4 points"."""
-    what = describe_units(line.units_frozen, line.num_blocks)
+    what = describe_units(line.frozen_units, line.num_blocks)
     rel = f"{(line.relative or 0):.1%} of full"
     if line.gain is not None:
         shares = f"{line.gain:.1%} of full's gain{_ci(line.gain_ci)}, {rel}"

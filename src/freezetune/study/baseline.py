@@ -3,7 +3,7 @@
 Classification: always predict the majority class of those dev examples (accuracy = its share,
 F1 of that constant prediction, MCC 0). Regression: always predict the mean of their labels
 (Pearson and Spearman 0, and the MSE of that constant, the labels' variance). Both are scored
-with :func:`freezetune.evaluate.compute_metrics`, the code that scores the runs, so the numbers
+with :func:`freezetune.metrics.compute_metrics`, the code that scores the runs, so the numbers
 compare exactly.
 
 The dev examples of a run depend on its data settings and, with ``--max-eval-samples``, on its
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from freezetune.config import RunConfig
-from freezetune.evaluate import compute_metrics
+from freezetune.metrics import compute_metrics
 from freezetune.modality import modality_of
 from freezetune.records import atomic_write_text
 from freezetune.study.spec import config_hash

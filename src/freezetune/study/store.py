@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from freezetune.errors import UserError
+from freezetune.records import current_names
 from freezetune.study.spec import PlannedRun
 
 __all__ = [
@@ -160,8 +161,10 @@ def _decode(row: sqlite3.Row) -> RunRow:
     data = dict(row)
     for key in JSON_COLUMNS:
         data[key] = json.loads(data[key]) if data[key] is not None else None
-    data["timeline"] = data["timeline"] or []
-    data["curve"] = data["curve"] or []
+    # rows an older freezetune wrote name some keys otherwise: read them in today's names
+    data["result"] = current_names(data["result"])
+    data["timeline"] = [current_names(e) for e in data["timeline"] or []]
+    data["curve"] = [current_names(e) for e in data["curve"] or []]
     data["config"] = data["config"] or {}
     return RunRow(**data)
 

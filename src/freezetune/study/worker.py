@@ -13,7 +13,7 @@ finished one is read back, an unfinished one resumes from its newest intact chec
 else starts over. One process at a time trains in a run folder (a lock in ``runs/.locks/``), so
 an attempt never overlaps an orphan of a killed study process.
 
->>> read_events([{"event": "freeze", "step": 0, "units_frozen": 1},
+>>> read_events([{"event": "freeze", "step": 0, "frozen_units": 1},
 ...              {"event": "eval", "step": 5, "accuracy": 0.8}])
 ([], [{'event': 'eval', 'step': 5, 'accuracy': 0.8}])
 """
@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from freezetune.records import current_names
 
 __all__ = [
     "CAUSE_FILE",
@@ -231,7 +233,7 @@ def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
     """How the run in ``out`` ended, from its process's exit code and its files."""
     result_path = out / "result.json"
     if exitcode == 0 and result_path.is_file():
-        result = json.loads(result_path.read_text(encoding="utf-8"))
+        result = current_names(json.loads(result_path.read_text(encoding="utf-8")))
         timeline, curve = read_events(load_events(out / "metrics.jsonl"))
         return RunOutcome("succeeded", result, timeline, curve)
     if (out / ERROR_FILE).is_file():
@@ -255,16 +257,17 @@ def read_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     """
     timeline = [e for e in events if e.get("event") == "freeze"]
     curve = [e for e in events if e.get("event") == "eval"]
-    states = {(e.get("units_frozen"), e.get("trainable_params")) for e in timeline}
+    states = {(e.get("frozen_units"), e.get("trainable_params")) for e in timeline}
     return (timeline if len(states) > 1 else []), curve
 
 
 def load_events(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file; a torn last line (killed writer) is skipped."""
+    """The records of a ``metrics.jsonl`` file, in today's names (a resumed run's file can hold
+    lines an older freezetune wrote); a torn last line (killed writer) is skipped."""
     if not path.is_file():
         return []
     events = []
     for line in path.read_text(encoding="utf-8").splitlines():
         with contextlib.suppress(json.JSONDecodeError):
-            events.append(json.loads(line))
+            events.append(current_names(json.loads(line)))
     return events

@@ -1,4 +1,8 @@
-"""Task metrics from model outputs, with scikit-learn and scipy only."""
+"""A task's metrics from predictions and labels, with scikit-learn and scipy only (no torch).
+
+``scoring.py`` runs a model over the dev set and hands its predictions to
+:func:`compute_metrics`; the study's trivial baseline scores its constant predictions here too.
+"""
 
 from __future__ import annotations
 

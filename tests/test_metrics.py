@@ -1,4 +1,4 @@
-"""Tests for freezetune.evaluate against values worked out by hand."""
+"""Tests for freezetune.metrics against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from freezetune.errors import UserError
-from freezetune.evaluate import compute_metrics
+from freezetune.metrics import compute_metrics
 from freezetune.tasks import GLUE_TASKS, TaskInfo
 
 MRPC = GLUE_TASKS["mrpc"].task  # f1 + accuracy
