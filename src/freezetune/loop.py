@@ -32,6 +32,7 @@ from freezetune.caching import Caches
 from freezetune.checkpointer import Checkpointer, Interrupted
 from freezetune.config import OptimConfig, TrainConfig
 from freezetune.freezer import Freezer
+from freezetune.freezing.base import frozen_now
 from freezetune.objectives import Batch, Objective, TaskLoss
 from freezetune.observers import Observer
 from freezetune.plan import Plan
@@ -126,7 +127,9 @@ class Loop:
         self.dist, self.runner = distributed.current(), model  # runner: model or DDP wrapper
         self.device = distributed.device(self.dist)
         self.state = LoopState()
-        self.freezer = Freezer(model, plan.units, plan.spec, self.state, self.dist.is_main)
+        self.freezer = Freezer(  # it also drops the optimizer state that the policy resets
+            model, plan.units, plan.spec, self.state, self.dist.is_main, optimizer, plan.policy
+        )
         self.recorder = Recorder(out / "metrics.jsonl", seams.observers, self.dist.is_main)
         self.best = BestTracker(dev.main_metric, self.state)
         self.saver = Checkpointer(out, train.save_every or 0, train.keep_checkpoints, self.dist)
@@ -174,8 +177,8 @@ class Loop:
 
     def refreeze(self) -> None:
         """Ask the policy what is frozen for the step about to run; apply and log a change."""
-        frozen_units = self.policy.frozen_units(self.plan.progress(self.state.step))
-        record = self.freezer.update(frozen_units, self.state.step)
+        frozen = frozen_now(self.policy, self.plan.progress(self.state.step))
+        record = self.freezer.update(frozen, self.state.step)
         if record is not None:
             self._rewrap()
             self.recorder.log(record)
@@ -252,6 +255,6 @@ class Loop:
         """Continue from the checkpoint in ``folder``; return where training picks up."""
         position = checkpoint.restore(self.resumable(), folder, self.dist)
         if self.state.frozen_units is not None:  # silently: the change was logged before
-            self.freezer.apply(self.state.frozen_units)
+            self.freezer.reapply()
             self._rewrap()
         return position

@@ -31,6 +31,7 @@ class LoopState:
 
     step: int = 0  # optimizer steps finished
     frozen_units: int | None = None  # leading units frozen now; None before the first step
+    frozen_set: list[int] | None = None  # every frozen unit, when not only leading ones (LISA)
     trainable: str = ""  # the "trainable params: ..." line of the current freezing
     timeline: list[dict[str, Any]] = field(default_factory=list)  # one record per change
     best: dict[str, Any] | None = None  # the best eval record so far
@@ -45,6 +46,7 @@ class LoopState:
         return {
             "step": self.step,
             "frozen_units": self.frozen_units,
+            "frozen_set": self.frozen_set,
             "trainable": self.trainable,
             "timeline": self.timeline,
             "best": self.best,
@@ -55,9 +57,11 @@ class LoopState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Set every field ``state_dict`` wrote; a missing one raises KeyError."""
+        """Set every field ``state_dict`` wrote; a missing one raises KeyError (but
+        ``frozen_set``, which checkpoints of prefix-only runs written before it lack)."""
         self.step = state["step"]
         self.frozen_units = state["frozen_units"]
+        self.frozen_set = state.get("frozen_set")
         self.trainable = state["trainable"]
         self.timeline = state["timeline"]
         self.best = state["best"]

@@ -153,7 +153,12 @@ def _run(setup: Setup, resume: bool) -> RunResult:
     steps_per_epoch = math.ceil(len(data.train_loader) / t.grad_accum)
     total_steps = steps_per_epoch * t.epochs
     policy = make_policy(
-        setup.spec, setup.units.num_blocks, total_steps, steps_per_epoch, config.optim.warmup_ratio
+        setup.spec,
+        setup.units.num_blocks,
+        total_steps,
+        steps_per_epoch,
+        config.optim.warmup_ratio,
+        seed=t.seed,
     )
     latest = start_outputs(setup.out, config, resume, total_steps, d)
     splits = {"train": data.train, "validation": data.validation}

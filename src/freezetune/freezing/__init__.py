@@ -15,11 +15,21 @@ from freezetune.freezing.spec import SPEC_HELP, FreezeSpec, parse_freeze
 
 if TYPE_CHECKING:
     from freezetune.freezing.apply import apply_frozen, freeze, frozen_parameters, set_train_modes
-    from freezetune.freezing.policies import GradientWatcher, Policy, Progress, make_policy
+    from freezetune.freezing.policies import (
+        GradientWatcher,
+        Policy,
+        Progress,
+        UnitSelector,
+        frozen_now,
+        make_policy,
+    )
 
 _LAZY = {
     **dict.fromkeys(("apply_frozen", "freeze", "frozen_parameters", "set_train_modes"), "apply"),
-    **dict.fromkeys(("GradientWatcher", "Policy", "Progress", "make_policy"), "policies"),
+    **dict.fromkeys(
+        ("GradientWatcher", "Policy", "Progress", "UnitSelector", "frozen_now", "make_policy"),
+        "policies",
+    ),
 }
 
 
@@ -38,8 +48,10 @@ __all__ = [
     "PolicyPlugin",
     "Progress",
     "RunShape",
+    "UnitSelector",
     "apply_frozen",
     "freeze",
+    "frozen_now",
     "frozen_parameters",
     "make_policy",
     "parse_freeze",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from torch import nn
 
@@ -44,18 +44,26 @@ def check_spec(spec: FreezeSpec, units: Units) -> int:
     return frozen_units
 
 
+def _chosen(frozen_units: int | Collection[int]) -> list[int]:
+    """Unit indices: the first ``frozen_units`` of them, or the given ones in order."""
+    if isinstance(frozen_units, int):
+        return list(range(frozen_units))
+    return sorted(frozen_units)
+
+
 def frozen_parameters(
-    units: Units, spec: FreezeSpec, frozen_units: int | None = None
+    units: Units, spec: FreezeSpec, frozen_units: int | Collection[int] | None = None
 ) -> frozenset[str]:
-    """Names of the parameters frozen by ``spec`` with ``frozen_units`` leading units frozen
-    (default: what the static spec freezes). Pure: works on names, touches no tensor.
+    """Names of the parameters frozen by ``spec`` with ``frozen_units`` frozen: that many
+    leading units, or those unit indices (a :class:`~.base.UnitSelector`'s set); default:
+    what the static spec freezes. Pure: works on names, touches no tensor.
 
     The head never freezes: it is new and must learn the task. With LoRA, every weight
     outside the adapters freezes. With ``train-bn``, BatchNorm parameters never freeze.
     """
     if frozen_units is None:
         frozen_units = check_spec(spec, units)
-    frozen = {name for unit in units.units[:frozen_units] for name in unit.params}
+    frozen = {name for i in _chosen(frozen_units) for name in units.units[i].params}
     regexes = [re.compile(p) for p in spec.patterns]
     for unit in units.units[:-1]:
         for name in unit.params:
@@ -83,9 +91,14 @@ def apply_frozen(model: nn.Module, frozen: Iterable[str]) -> None:
 
 
 def set_train_modes(
-    model: nn.Module, units: Units, frozen_units: int, training: bool, train_bn: bool = False
+    model: nn.Module,
+    units: Units,
+    frozen_units: int | Collection[int],
+    training: bool,
+    train_bn: bool = False,
 ) -> None:
-    """``model.train(training)``, but frozen leading units always run in ``eval()``.
+    """``model.train(training)``, but frozen units (the first ``frozen_units``, or those
+    indices) always run in ``eval()``.
 
     A frozen unit must be a fixed function (no dropout, no drop-connect, BatchNorm on its
     running statistics, which then stay bit-identical: Keras's rule): that is what makes its
@@ -93,11 +106,12 @@ def set_train_modes(
     keeps the BatchNorm layers of frozen units in ``training`` mode instead.
     """
     model.train(training)
-    for unit in units.units[:frozen_units]:
+    chosen = [units.units[i] for i in _chosen(frozen_units)]
+    for unit in chosen:
         for module_name in unit.modules:
             model.get_submodule(module_name).eval()
     if train_bn and training:
-        frozen = [m for unit in units.units[:frozen_units] for m in unit.modules]
+        frozen = [m for unit in chosen for m in unit.modules]
         for norm in units.norms:
             if any(norm == m or norm.startswith(m + ".") for m in frozen):
                 model.get_submodule(norm).train()

@@ -3,7 +3,9 @@
 Units are ``[embeddings, block_0, ..., block_{L-1}, head]``. A policy answers an int from
 training progress, plus an optional per-unit learning-rate factor. A policy that also decides
 from gradient statistics (AutoFreeze) says so by being a :class:`GradientWatcher`: the loop
-checks that protocol only, so a new adaptive policy needs changes in ``freezing/`` alone.
+checks that protocol only, so a new adaptive policy needs changes in ``freezing/`` alone. A
+policy that freezes units other than a leading run (LISA: the embeddings train, middle blocks
+do not) says so by being a :class:`UnitSelector`; :func:`frozen_now` asks either kind.
 No torch here: the loop applies the answer (``freezing.apply``).
 Algorithms and sources: ../shared/REFERENCE.md section 3.
 """
@@ -19,7 +21,11 @@ __all__ = [
     "Policy",
     "Progress",
     "Stateless",
+    "UnitSelector",
+    "frozen_now",
+    "leading_run",
     "linear_warmup_decay",
+    "optimizer_resets",
     "slanted_triangular",
 ]
 
@@ -85,6 +91,59 @@ class GradientWatcher(Protocol):
     def decide(self, norms: list[float], step: int = 0) -> int:
         """Take a decision from per-block gradient L1 norms; return the blocks frozen now."""
         ...
+
+
+@runtime_checkable
+class UnitSelector(Protocol):
+    """A policy that freezes any set of units, not only a leading run (LISA).
+
+    The loop reads what is frozen from ``frozen_set`` instead of ``frozen_units`` (which such
+    a policy answers with the :func:`leading_run` of its set: what a frozen-prefix cache may
+    skip). A policy may also have a ``reset_optimizer_state`` attribute, a frozenset of units
+    whose optimizer state (AdamW's moments) is dropped whenever what is frozen changes, as
+    LMFlow's LISATrainer rebuilds its optimizer at every switch (:func:`optimizer_resets`).
+    """
+
+    def frozen_set(self, progress: Progress) -> frozenset[int]:
+        """Indices of the units frozen for the step about to run (the head never freezes)."""
+        ...
+
+
+def frozen_now(policy: Policy, progress: Progress) -> int | frozenset[int]:
+    """What ``policy`` freezes at ``progress``: a number of leading units, or a set of units.
+
+    >>> from freezetune.freezing.schedules import Static
+    >>> frozen_now(Static(2), Progress(0, 10, 5))
+    2
+    """
+    if isinstance(policy, UnitSelector):
+        return frozenset(policy.frozen_set(progress))
+    return policy.frozen_units(progress)
+
+
+def leading_run(frozen: int | frozenset[int]) -> int:
+    """How many leading units ``frozen`` freezes without a gap (units 0, 1, ...).
+
+    >>> leading_run(3), leading_run(frozenset({0, 1, 3})), leading_run(frozenset({2, 3}))
+    (3, 2, 0)
+    """
+    if isinstance(frozen, int):
+        return frozen
+    run = 0
+    while run in frozen:
+        run += 1
+    return run
+
+
+def optimizer_resets(policy: object) -> frozenset[int]:
+    """The units whose optimizer state ``policy`` drops at each change of what is frozen
+    (its ``reset_optimizer_state`` attribute; none when it has none).
+
+    >>> from freezetune.freezing.schedules import Static
+    >>> optimizer_resets(Static(2))
+    frozenset()
+    """
+    return frozenset(getattr(policy, "reset_optimizer_state", ()))
 
 
 def linear_warmup_decay(step: int, total: int, warmup_ratio: float) -> float:

@@ -14,6 +14,8 @@ from freezetune.freezing.base import (
     GradientWatcher,
     Policy,
     Progress,
+    UnitSelector,
+    frozen_now,
     linear_warmup_decay,
     slanted_triangular,
 )
@@ -31,6 +33,8 @@ __all__ = [
     "RunShape",
     "Static",
     "TwoPhase",
+    "UnitSelector",
+    "frozen_now",
     "linear_warmup_decay",
     "make_policy",
     "register_policy",
@@ -65,10 +69,16 @@ def unit_lr_factor(
 
 
 def make_policy(
-    spec: FreezeSpec, num_blocks: int, total_steps: int, steps_per_epoch: int, warmup_ratio: float
+    spec: FreezeSpec,
+    num_blocks: int,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_ratio: float,
+    seed: int = 0,
 ) -> Policy:
     """The policy a parsed spec asks for, sized to this model and run: a :class:`Static`
-    prefix, or the registered schedule built from its options.
+    prefix, or the registered schedule built from its options. ``seed`` is the run's (for
+    policies that sample, such as LISA).
 
     >>> from freezetune.freezing.spec import parse_freeze
     >>> make_policy(parse_freeze("autofreeze:n=5"), 6, 100, 20, 0.1).interval
@@ -77,7 +87,7 @@ def make_policy(
     if spec.schedule is None:
         return Static(spec.frozen_units(num_blocks))
     options = policy_options(spec.schedule, spec.schedule_options, spec.text)
-    run = RunShape(num_blocks, total_steps, steps_per_epoch, warmup_ratio)
+    run = RunShape(num_blocks, total_steps, steps_per_epoch, warmup_ratio, seed)
     try:
         return POLICIES.get(spec.schedule).build(options, run)
     except UserError as err:

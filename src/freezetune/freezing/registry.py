@@ -55,12 +55,14 @@ _KINDS = (bool, int, float, str)
 
 @dataclass(frozen=True)
 class RunShape:
-    """What a policy is sized to: the model's blocks and the run's steps."""
+    """What a policy is sized to: the model's blocks and the run's steps; ``seed`` is the
+    run's seed, for a policy that samples (0 where the caller has none)."""
 
     num_blocks: int
     total_steps: int
     steps_per_epoch: int
     warmup_ratio: float
+    seed: int = 0
 
 
 @dataclass(frozen=True)

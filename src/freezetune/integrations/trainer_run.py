@@ -96,6 +96,7 @@ def exported_state(
         "spec": spec.text,
         "policy": policy.state_dict(),
         "frozen_units": log.frozen_units,
+        "frozen_set": log.frozen_set,
         "changes": log.timeline,
         "grads": bool(run and run.grads and run.grads.pending),
     }

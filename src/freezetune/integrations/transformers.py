@@ -73,7 +73,13 @@ from transformers.trainer_callback import ExportableState
 
 from freezetune.freezer import FreezeLog, Freezer
 from freezetune.freezing import FreezeSpec, apply_frozen, frozen_parameters, parse_freeze
-from freezetune.freezing.policies import GradientWatcher, Policy, Progress, make_policy
+from freezetune.freezing.policies import (
+    GradientWatcher,
+    Policy,
+    Progress,
+    frozen_now,
+    make_policy,
+)
 from freezetune.integrations.trainer_checks import (
     check_args,
     check_lora,
@@ -192,7 +198,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         units, total = self._split(model), state.max_steps
         per_epoch = steps_per_epoch(kwargs.get("train_dataloader"), args, total)
         warmup = warmup_ratio(args, total)
-        policy = make_policy(self.spec, units.num_blocks, total, per_epoch, warmup)
+        policy = make_policy(self.spec, units.num_blocks, total, per_epoch, warmup, args.seed)
         watcher = isinstance(policy, GradientWatcher)
         check_args(args, self.spec, watcher=watcher, frozen_early=self._frozen_early)
         check_lora(model, self.spec)
@@ -215,7 +221,9 @@ class FreezeCallback(TrainerCallback, ExportableState):
             main=state.is_world_process_zero,
             eval_hook=model.register_forward_pre_hook(self._keep_frozen_in_eval),
             grads=RawGradients(model, units) if watcher else None,
-            freezer=Freezer(model, units, self.spec, self.log, state.is_world_process_zero),
+            freezer=Freezer(
+                model, units, self.spec, self.log, state.is_world_process_zero, optimizer, policy
+            ),
         )
         if isinstance(lr_scheduler, UnitLR):
             lr_scheduler.attach(self.lr_factor)
@@ -267,7 +275,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         run, policy = self._run, self.policy
         if run is None or policy is None:
             return
-        frozen = policy.frozen_units(Progress(step, run.total_steps, run.steps_per_epoch))
+        frozen = frozen_now(policy, Progress(step, run.total_steps, run.steps_per_epoch))
         run.freezer.update(frozen, step, training=run.model.training)  # as freezetune's loop
 
     def _keep_frozen_in_eval(self, model: nn.Module, inputs: Any) -> None:
@@ -275,7 +283,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         # first micro-batch of a step has an on_step_begin; a pre-hook on the model runs right
         # before every forward, whoever changed the modes. Trainer has just called
         # model.train(), so set_train_modes' own model.train() changes nothing else.
-        if self._run is not None and self.frozen_units and model.training:
+        if self._run is not None and self._run.freezer.frozen and model.training:
             self._run.freezer.set_modes(training=True)
 
     def _restore(self, args: Any, state: Any) -> None:
@@ -286,12 +294,12 @@ class FreezeCallback(TrainerCallback, ExportableState):
         self.saved = None  # used once: a later fresh train() must not see it
         log = self.log
         if saved is None:
-            log.timeline, log.frozen_units = [], None
+            log.timeline, log.frozen_units, log.frozen_set = [], None, None
             return
         policy.load_state_dict(saved["policy"])
         log.timeline, log.frozen_units = list(saved["changes"]), saved["frozen_units"]
-        if log.frozen_units is not None:  # silently: the change was logged before the stop
-            run.freezer.apply(log.frozen_units, run.model.training)
+        log.frozen_set = saved.get("frozen_set")  # absent from prefix-only runs' older states
+        run.freezer.reapply(run.model.training)  # silently: logged before the stop
         if saved["grads"] and run.grads is not None:
             run.grads.load(checkpoint_folder(args, state))
 
