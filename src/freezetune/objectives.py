@@ -142,11 +142,13 @@ class ObjectivePlugin:
     """A registered objective: ``build(options, context)`` returns a fresh :class:`Objective`,
     ``options`` an instance of the ``options`` dataclass (its fields are the ``--objective``
     options). ``teacher``: whether it learns from a ``--teacher`` (then one is required; else
-    one is refused)."""
+    one is refused). ``check(options, config)``, if given, raises a one-line UserError when
+    the run's config does not suit the objective: it runs before anything is written."""
 
     build: Callable[[Any, ObjectiveContext], Objective]
     options: type = NoOptions
     teacher: bool = False
+    check: Callable[[Any, RunConfig], None] | None = None
 
 
 def _check(name: str, obj: object) -> str | None:
@@ -181,15 +183,17 @@ def register_objective(
     *,
     options: type = NoOptions,
     teacher: bool = False,
+    check: Callable[[Any, RunConfig], None] | None = None,
     source: str | None = None,
 ) -> None:
     """Make ``--objective name[:key=value,...]`` train with ``build(options, context)``.
 
     ``options`` is the objective's options dataclass, ``teacher`` whether it needs
-    ``--teacher``, ``source`` the package named in errors (default: ``build``'s top package).
+    ``--teacher``, ``check`` its check of a run's config (see :class:`ObjectivePlugin`),
+    ``source`` the package named in errors (default: ``build``'s top package).
     """
     module = getattr(build, "__module__", None) or "__main__"
-    plugin = ObjectivePlugin(build, options, teacher)
+    plugin = ObjectivePlugin(build, options, teacher, check)
     OBJECTIVES.register(name, plugin, source=source or module.partition(".")[0], module=module)
 
 
@@ -247,7 +251,7 @@ def _parse(text: str, key: str, raw: str, kind: type) -> object:
 def check_objective(config: RunConfig) -> None:
     """``config``'s objective resolves and has the teacher it needs (and no other)."""
     name = objective_name(config)
-    plugin, _ = objective_options(config.objective or name)
+    plugin, options = objective_options(config.objective or name)
     if plugin.teacher and config.distill.teacher is None:
         raise UserError(f"--objective {name} learns from a teacher; pass --teacher RUN_FOLDER")
     if not plugin.teacher and config.distill.teacher is not None:
@@ -255,6 +259,8 @@ def check_objective(config: RunConfig) -> None:
             f"--teacher is unused by --objective {name}; drop --teacher or pick an objective "
             "that distils (distill, or a plugin's)"
         )
+    if plugin.check is not None:
+        plugin.check(options, config)
 
 
 def make_objective(context: ObjectiveContext) -> Objective:
