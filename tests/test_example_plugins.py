@@ -9,15 +9,18 @@ import signal
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from transformers import Trainer
 
 from conftest import wait_for_step
 from freezetune.cli import main
+from freezetune.config import RunConfig
+from freezetune.distill.student import pick_blocks
 from freezetune.errors import UserError
 from freezetune.freezing import make_policy, parse_freeze
 from freezetune.freezing.registry import POLICIES
 from freezetune.integrations.transformers import FreezeCallback
-from freezetune.testing import save_tiny_model, tiny_run_config
+from freezetune.testing import assert_one_line_error, save_tiny_model, tiny_run_config
 from freezetune.training import prepare, train
 from test_resume import assert_same_run, cli, start
 from test_trainer_callback import hf_tiny_bert, random_data, tiny_args
@@ -113,3 +116,62 @@ def test_lisa_under_trainer_switches_and_keeps_state_only_for_what_trains(tmp_pa
     state, params = trainer.optimizer.state, dict(model.named_parameters())
     for name, p in params.items():  # frozen now: no AdamW state kept for it
         assert (p in state) == p.requires_grad, name
+
+
+# ---- patient distillation: an objective from the same package --------------------------------
+
+
+@pytest.fixture(scope="module")
+def pkd_teacher(six_blocks, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pkd-teacher") / "full"
+    train(tiny_run_config(six_blocks, out, train_samples=32))
+    return out
+
+
+def pkd_cli(model, out, teacher, objective):
+    return [
+        *cli(model, out, "full"),
+        *("--teacher", str(teacher), "--student-layers", "3", "--objective", objective),
+    ]
+
+
+def test_pkd_comes_from_its_package_and_matches_the_kept_blocks(six_blocks, pkd_teacher, tmp_path):
+    from freezetune.objectives import OBJECTIVES
+
+    assert OBJECTIVES.source("pkd") == "freezetune-examples"
+    cfg = tiny_run_config(six_blocks, tmp_path / "s", train_samples=32)
+    data = {**cfg.to_dict(), "objective": "pkd:beta=10"}
+    data["distill"] = {"teacher": str(pkd_teacher), "student_layers": 3}
+    result = train(RunConfig.from_dict(data))
+    assert result.distill["objective"] == "pkd" and result.distill["beta"] == 10.0
+    # the student keeps 3 evenly spaced blocks; its last is left to KD
+    assert result.distill["matched_teacher_blocks"] == pick_blocks(6, 3, "even")[:-1]
+
+
+def test_pkd_at_beta_0_is_distillation_and_beta_changes_training(six_blocks, pkd_teacher, tmp_path):
+    runs = {}
+    for name, objective in (("kd", "distill"), ("pkd0", "pkd:beta=0"), ("pkd", "pkd:beta=100")):
+        assert main(pkd_cli(six_blocks, tmp_path / name, pkd_teacher, objective)) == 0
+        runs[name] = load_file(tmp_path / name / "model.safetensors")
+    assert all(torch.equal(runs["kd"][k], runs["pkd0"][k]) for k in runs["kd"])
+    assert not all(torch.equal(runs["kd"][k], runs["pkd"][k]) for k in runs["kd"])
+
+
+def test_pkd_resumes_bit_identically_after_a_kill(six_blocks, pkd_teacher, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(pkd_cli(six_blocks, whole, pkd_teacher, "pkd:beta=100")) == 0
+    proc = start(pkd_cli(six_blocks, killed, pkd_teacher, "pkd:beta=100"))
+    wait_for_step(killed, 17, proc)  # of 36: the teacher's features come from the checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists()
+    assert main(["train", "--resume", str(killed), "--no-progress"]) == 0
+    assert_same_run(whole, killed)
+
+
+def test_pkd_without_a_deep_enough_student_is_one_line(six_blocks, pkd_teacher, tmp_path, capsys):
+    argv = [*cli(six_blocks, tmp_path / "s", "full"), "--teacher", str(pkd_teacher),
+            "--objective", "pkd"]  # fmt: skip
+    code = main(argv)
+    assert_one_line_error(code, capsys.readouterr().err, "--student-layers 2 or more")
+    assert not (tmp_path / "s").exists()
