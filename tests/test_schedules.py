@@ -45,7 +45,7 @@ def watch(monkeypatch):
         before = self.state.frozen_units
         original(self)
         if self.state.frozen_units != before:
-            self.set_learning_rates()  # idempotent: the loop sets the same LRs right after
+            self.plan.set_learning_rates(self.optimizer, self.state.step)  # idempotent, as the loop
             changes.append(
                 {
                     "step": self.state.step,
@@ -182,7 +182,7 @@ def test_any_gradient_watcher_gets_block_norms_at_its_decision_steps(
 
     watcher = Watcher(num_blocks=3)
     assert isinstance(watcher, GradientWatcher)
-    monkeypatch.setattr(module, "make_policy", lambda *args: watcher)
+    monkeypatch.setattr(module, "make_policy", lambda *args, **kwargs: watcher)
     result = train(config(tiny_bert, tmp_path, "full", epochs=3))  # 12 steps
     assert [step for step, _ in watcher.seen] == [3, 6, 9, 12]
     assert all(len(norms) == 3 and min(norms) > 0 for _, norms in watcher.seen)

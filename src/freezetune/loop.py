@@ -153,7 +153,7 @@ class Loop:
                     continue  # resumed mid-epoch: the same order, minus what was done
                 if i % t.grad_accum == 0:  # 1) what trains, and each unit's learning rate
                     self.refreeze()
-                    self.set_learning_rates()
+                    self.plan.set_learning_rates(self.optimizer, self.state.step)
                 last = not (i + 1) % t.grad_accum or i + 1 == len(loader)
                 running += self._backward(batch, sync=last)  # 2) accumulate the gradient
                 if not last:
@@ -188,11 +188,6 @@ class Loop:
         if self.caches.train is not None:
             self.caches.train.runner = self.runner
 
-    def set_learning_rates(self) -> None:
-        """Every group's LR: base x (policy's factor or warmup/decay) x llrd^(depth from top)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * self.plan.lr_factor(group["unit"], self.state.step)
-
     def _backward(self, batch: dict[str, torch.Tensor], sync: bool = True) -> float:
         """Forward and backward one (micro-)batch; under DDP all-reduce only when ``sync``."""
         t, s = self.train, self.state
@@ -205,8 +200,9 @@ class Loop:
             with autocast(t.bf16, self.device):
                 return self.objective.loss(run, batch)[0] / t.grad_accum
 
-        size = len(batch["labels"])
-        value, examples, finite = weighted_backward(self.runner, loss, size, sync, self.dist)
+        value, examples, finite = weighted_backward(
+            self.runner, loss, len(batch["labels"]), sync, self.dist
+        )
         if not finite:  # stop, or skip the batch when asked
             self.recorder.log(nonfinite(value, s.step, t.skip_nonfinite))
             if self.dist.enabled:  # this window's gradients may never be all-reduced now:

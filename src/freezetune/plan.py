@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from freezetune.freezing import FreezeSpec
 from freezetune.freezing.policies import Policy, Progress, unit_lr_factor
 from freezetune.units import Units
@@ -41,3 +43,9 @@ class Plan:
         """Multiplier of unit ``unit``'s base LR: the policy's or warmup/decay, x llrd."""
         blocks, progress = self.units.num_blocks, self.progress(step)
         return unit_lr_factor(self.spec, self.policy, blocks, unit, progress, self.warmup_ratio)
+
+    def set_learning_rates(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Every group's LR at ``step``: base x (policy's factor or warmup/decay) x
+        llrd^(depth from top); groups carry ``base_lr`` and their ``unit``."""
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * self.lr_factor(group["unit"], step)

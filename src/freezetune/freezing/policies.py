@@ -52,7 +52,7 @@ def unit_lr_factor(
     warmup_ratio: float,
 ) -> float:
     """Multiplier of unit ``unit``'s base LR: the policy's factor, else linear warmup and
-    decay, times ``llrd ** (depth below the head)``. ``Loop.set_learning_rates`` and the
+    decay, times ``llrd ** (depth below the head)``. ``Plan.set_learning_rates`` and the
     Trainer callback's scheduler both use it, so their rates are bit-identical.
 
     >>> from freezetune.freezing import parse_freeze

@@ -4,7 +4,7 @@ Trainer's own optimizer has one group per "decay or not" and its scheduler one m
 all of them, so it cannot give each unit its own rate (layer-wise decay, FreezeOut's per-layer
 cosine, two-phase's head phase). freezetune's optimizer has one group per (unit, decay or not)
 (``optim.build_optimizer``); :class:`UnitLR` sets every group's rate the way freezetune's loop
-does (``Loop.set_learning_rates``), from a factor the :class:`FreezeCallback` supplies once
+does (``Plan.set_learning_rates``), from a factor the :class:`FreezeCallback` supplies once
 training has begun and the run's length is known.
 """
 
