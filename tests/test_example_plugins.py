@@ -139,7 +139,12 @@ def test_pkd_comes_from_its_package_and_matches_the_kept_blocks(six_blocks, pkd_
     from freezetune.objectives import OBJECTIVES
 
     assert OBJECTIVES.source("pkd") == "freezetune-examples"
-    cfg = tiny_run_config(six_blocks, tmp_path / "s", train_samples=32)
+    # mean pooling reads the mask, and with 64 tokens batches pad to different lengths (the
+    # dev set's evaluation too, which the student's hooks must not read)
+    cfg = tiny_run_config(
+        six_blocks, tmp_path / "s", train_samples=32, max_length=64,
+        model_options={"pooling": "mean"},
+    )  # fmt: skip
     data = {**cfg.to_dict(), "objective": "pkd:beta=10"}
     data["distill"] = {"teacher": str(pkd_teacher), "student_layers": 3}
     result = train(RunConfig.from_dict(data))

@@ -69,7 +69,8 @@ def _pooling(model: nn.Module) -> str:
 
 
 class _Blocks:
-    """Forward hooks that keep the pooled output of a model's blocks ``picked``."""
+    """Forward hooks that keep the pooled output of a model's blocks ``picked``, while
+    ``mask`` (the batch's attention mask) is set."""
 
     def __init__(self, model: nn.Module, picked: list[int]):
         blocks = model.get_submodule(split_units(model).blocks_path)
@@ -81,6 +82,8 @@ class _Blocks:
 
     def _keeper(self, j: int) -> Any:
         def keep(_module: nn.Module, _args: Any, output: Any) -> None:
+            if self.mask is None:  # not watching (an evaluation pass)
+                return
             hidden = output[0] if isinstance(output, tuple) else output
             self.outputs[j] = pool(hidden, self.mask, self.how)
 
@@ -126,7 +129,7 @@ class PatientDistillation:
         """One row per example: the teacher's logits, then its matched layers' pooled
         representations, flattened."""
         hooks = _Blocks(model, self.matched)
-        hooks.mask = inputs.get("attention_mask")
+        hooks.mask = inputs["attention_mask"]
         try:
             logits = model(**inputs).logits.float()
         finally:
@@ -149,8 +152,11 @@ class PatientDistillation:
     def loss(self, forward: Forward, batch: Batch) -> tuple[torch.Tensor, Any]:
         if self.logits is None or self.features is None:
             raise RuntimeError("patient distillation needs the teacher's pass (prepare() first)")
-        self.student.mask = batch.get("attention_mask")
-        output = forward(batch)
+        self.student.mask = batch["attention_mask"]  # watch this forward only
+        try:
+            output = forward(batch)
+        finally:
+            self.student.mask = None
         index = batch["index"].cpu()
         device = output.logits.device
         kd = kd_loss(
