@@ -17,6 +17,11 @@ GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 os.environ.setdefault("FREEZETUNE_GLUE_DIR", str(GLUE_DIR))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n 2: a core per worker, and per process
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # it starts (a CLI run, a study's runs)
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -23,6 +23,7 @@ from freezetune.report.cells import (
     strategies_csv,
 )
 from freezetune.report.costs import Student, student_of
+from freezetune.report.distillation import distillation
 from freezetune.report.markdown import render_markdown
 from freezetune.report.plots import plot_inference, render_plots
 from freezetune.report.speed import _train_clause, compare_distilled, speed_answer
@@ -275,3 +276,18 @@ def test_a_lone_eligible_strategy_is_not_said_to_beat_the_noise():
     clause, winner = _train_clause([full], full)
     assert winner is full and clause.endswith("the only one eligible")
     assert "noise" not in clause
+
+
+def test_two_distilled_lines_of_one_student_each_say_which_they_are():
+    pkd = "full (distill.teacher=@full, distill.student_layers=3, objective=pkd)"
+    rows = [student(pkd, s, v, 60.0, teacher=True) for s, v in enumerate([0.88, 0.89, 0.885])]
+    said, verdicts, found = distillation(list(summarize([*SPEED, *rows]).lines), "accuracy")
+    assert len(found) == len(
+        verdicts
+    ) == 2 and f"The distilled student ({pkd}) trained" in " ".join(said)
+    assert {v.partition(" against")[0] for v in verdicts} == {
+        f"Distillation ({TAUGHT})",
+        f"Distillation ({pkd})",
+    }
+    alone, _, _ = distillation(list(summarize(SPEED).lines), "accuracy")
+    assert alone[0].startswith("Distillation against the same student")  # one: no name

@@ -7,6 +7,7 @@ It is one planned comparison per distilled strategy, so its p is not adjusted.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from freezetune.report.rules import ALPHA
@@ -56,12 +57,16 @@ def _pts(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
-def _compared(c: Comparison, d: Line, u: Line, metric: str) -> list[str]:
+def _compared(c: Comparison, d: Line, u: Line, metric: str, named: bool) -> list[str]:
+    """The verdict and cost sentences; ``named``: say which distilled line (several distil
+    the same student, e.g. with different objectives)."""
+
     def score(x: Line) -> str:
         return _x100(x.mean) + (f" ± {100 * x.std:.1f}" if x.n > 1 else "")
 
+    which = f" ({d.label})" if named else ""
     said = (
-        f"Distillation against the same student without a teacher ({d.student.describe()}, "
+        f"Distillation{which} against the same student without a teacher ({d.student.describe()}, "
         f"freeze {d.freeze}): {metric} {score(d)} ({_seeds(d.n)}) against {score(u)} "
         f"({_seeds(u.n)}), {_pts(c.diff)} points"
     )
@@ -83,7 +88,8 @@ def _compared(c: Comparison, d: Line, u: Line, metric: str) -> list[str]:
         if not math.isnan(teacher)
         else f"{d.wall:.1f} s (its teacher's training time is not recorded)"
     )
-    return [said, f"The distilled student trained in {cost}; without a teacher, {u.wall:.1f} s."]
+    student = f"The distilled student{which}"
+    return [said, f"{student} trained in {cost}; without a teacher, {u.wall:.1f} s."]
 
 
 def distillation(lines: list[Line], metric: str) -> tuple[list[str], list[str], list[Comparison]]:
@@ -93,7 +99,9 @@ def distillation(lines: list[Line], metric: str) -> tuple[list[str], list[str], 
     said: list[str] = []
     verdicts: list[str] = []
     found: list[Comparison] = []
-    for d in (x for x in lines if x.student.distilled):
+    distilled = [x for x in lines if x.student.distilled]
+    twins = Counter((x.student.twin, x.freeze, x.context) for x in distilled)
+    for d in distilled:
         u = plain.get((d.student.twin, d.freeze, d.context))
         if u is None:
             said.append(
@@ -103,7 +111,7 @@ def distillation(lines: list[Line], metric: str) -> tuple[list[str], list[str], 
             )
             continue
         found.append(compare_distilled(d, u))
-        pair = _compared(found[-1], d, u, metric)
+        pair = _compared(found[-1], d, u, metric, twins[d.student.twin, d.freeze, d.context] > 1)
         said += pair
         verdicts.append(pair[0])
     return said, verdicts, found
