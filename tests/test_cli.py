@@ -163,7 +163,7 @@ TRAIN_FLAGS = {
     **kinds(
         "str",
         "--model --blocks-path --embeddings-paths --freeze --config --task --data-dir --train "
-        "--validation --text-columns --label-column --resume --cache-dir --out",
+        "--validation --text-columns --label-column --resume --cache-dir --out --objective",
     ),
     **kinds(
         "int",

@@ -53,7 +53,7 @@ def test_lisa_trains_sampled_blocks_and_leaves_the_others_bit_identical(six_bloc
     setup = prepare(cfg)
     model, units = setup.model, setup.units
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = train(cfg, setup)
+    result = train(setup)
     draws = [lisa.Lisa(6, 2, 5, cfg.train.seed).sampled(period) for period in (0, 1)]
     assert draws[0] != draws[1]  # the timeline switches
     expected = [[f"block.{b}" for b in range(6) if b not in d] for d in draws]

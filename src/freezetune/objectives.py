@@ -214,7 +214,7 @@ def objective_options(text: str) -> tuple[ObjectivePlugin, Any]:
     >>> objective_options("task:beta=1")
     Traceback (most recent call last):
     ...
-    freezetune.errors.UserError: --objective task: unknown option 'beta'; it takes none
+    freezetune.errors.UserError: --objective task:beta=1: unknown option 'beta'; it takes none
     """
     from freezetune.freezing.registry import option_types
 

@@ -72,9 +72,10 @@ class _Blocks:
     """Forward hooks that keep the pooled output of a model's blocks ``picked``, while
     ``mask`` (the batch's attention mask) is set."""
 
-    def __init__(self, model: nn.Module, picked: list[int]):
-        blocks = model.get_submodule(split_units(model).blocks_path)
-        self.how, self.mask = _pooling(model), None
+    def __init__(self, model: nn.Module, picked: list[int]) -> None:
+        blocks: Any = model.get_submodule(split_units(model).blocks_path)  # a ModuleList
+        self.how = _pooling(model)
+        self.mask: torch.Tensor | None = None
         self.outputs: dict[int, torch.Tensor] = {}
         self.handles = [
             blocks[i].register_forward_hook(self._keeper(j)) for j, i in enumerate(picked)
