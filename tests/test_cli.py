@@ -169,7 +169,7 @@ TRAIN_FLAGS = {
         "int",
         "--max-length --max-train-samples --max-eval-samples --epochs --batch-size "
         "--eval-batch-size --grad-accum --seed --eval-every --threads --save-every "
-        "--keep-checkpoints",
+        "--keep-checkpoints --stop-at-step",
     ),
     **kinds("float", "--lr --head-lr --weight-decay --warmup-ratio --max-grad-norm"),
     **kinds("float", "--cache-budget-mb"),

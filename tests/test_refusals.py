@@ -189,7 +189,8 @@ def test_resume_with_other_settings(capsys, tmp_path):
     argv = ["train", "--resume", str(out), "--lr", "1e-3", "train.seed=2", "--no-progress"]
     assert refused(capsys, argv, out) == (
         f"--resume {out} continues that run with its own config, so --lr, train.seed=2 would "
-        "be ignored; drop them (only --no-progress may be given), or start a new run"
+        "be ignored; drop them (only --no-progress and --stop-at-step may be given), or start a "
+        "new run"
     )
 
 

@@ -137,36 +137,50 @@ def _already_finished(config: RunConfig) -> bool:
     return True
 
 
+#: what ``--resume OUT`` may change of the run it continues
+RESUME_MAY_SET = ("train.progress", "train.stop_at_step")
+
+
 def _resume_alone(args: argparse.Namespace) -> None:
     """``--resume OUT`` runs with the run's own config: any other setting would be ignored."""
     given = [
         flag.name
         for flag in config_flags()
-        if flag.key != "train.progress" and apply_flags({}, args, [flag])
+        if flag.key not in RESUME_MAY_SET and apply_flags({}, args, [flag])
     ]
     given += ["--config"] * bool(args.config) + list(args.overrides or [])
     if given:
         raise UserError(
             f"--resume {args.resume} continues that run with its own config, so "
-            f"{', '.join(given)} would be ignored; drop them (only --no-progress may be given), "
-            "or start a new run"
+            f"{', '.join(given)} would be ignored; drop them (only --no-progress and "
+            "--stop-at-step may be given), or start a new run"
         )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _train_run(args: argparse.Namespace) -> RunResult | None:
+    """The run ``freezetune train`` finishes, or None if it had finished already."""
     from freezetune.training import resume, train, train_or_resume
 
     if args.resume == AUTO:  # this command's config; the folder says whether to start or resume
         config = config_from_args(args)
-        if _already_finished(config):
-            return 0
-        run = train_or_resume(config)
-    elif args.resume:  # the run's own config; only --no-progress may change
+        return None if _already_finished(config) else train_or_resume(config)
+    if args.resume:  # the run's own config; only --no-progress and --stop-at-step may change
         _resume_alone(args)
-        run = resume(args.resume, progress=False if args.no_progress else None)
-    else:
-        run = train(config_from_args(args))
-    if _is_main():  # rank 0 reports for the whole job
+        progress = False if args.no_progress else None
+        return resume(args.resume, progress=progress, stop_at_step=args.stop_at_step)
+    return train(config_from_args(args))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from freezetune.checkpointer import Paused
+
+    try:
+        run = _train_run(args)
+    except Paused as paused:  # --stop-at-step: a checkpoint to continue from, not a failure
+        if _is_main():
+            print(paused)
+        return 0
+    if run is not None and _is_main():  # rank 0 reports for the whole job
         _report(run)
     return 0
 

@@ -226,6 +226,13 @@ class TrainConfig:
     keep_checkpoints: int = option(
         2, "how many of the newest checkpoints to keep", bounds=AT_LEAST_1
     )
+    stop_at_step: int | None = option(
+        None,
+        "pause after optimizer step N: checkpoint it and stop (no result); "
+        "freezetune train --resume OUT continues as if it never stopped",
+        bounds=AT_LEAST_1,
+        identity=False,  # where this invocation stops, not what the run is (advise's rungs)
+    )
     skip_nonfinite: bool = option(False, "skip a batch whose loss is NaN/inf instead of stopping")
     cache: bool = option(
         True,

@@ -132,7 +132,7 @@ class Loop:
         )
         self.recorder = Recorder(out / "metrics.jsonl", seams.observers, self.dist.is_main)
         self.best = BestTracker(dev.main_metric, self.state)
-        self.saver = Checkpointer(out, train.save_every or 0, train.keep_checkpoints, self.dist)
+        self.saver = Checkpointer.of_run(out, train, self.dist, plan.total_steps)
         self.clock = Stopwatch()  # training time: evaluation and saving left out
         self.watch = watch_gradients(plan.policy, model, plan.units, self.dist)
 

@@ -111,7 +111,7 @@ def option(
 
     What a run is (:func:`identity`): ``identity=False`` for an option of the invocation, not
     of the experiment (where the run is written, how it shows or logs progress, how often it
-    checkpoints): it is no part of the run_id, and a later attempt may change it and still
+    checkpoints, where it pauses): it is no part of the run_id, and a later attempt may change it and still
     continue the run. ``absent_means``: for an option added after runs were stored, the value
     those runs had in effect (usually its default); a run at it leaves the key out of its
     identity, so their run_ids stay. ``hashed_as``: for an invocation option that was once

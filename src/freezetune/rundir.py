@@ -6,7 +6,8 @@ write of a run. ``auto_action`` is the decision behind ``--resume auto``: a fold
 finished (nothing to do), resumable (it has a checkpoint) or to be started, and a folder that
 holds a run of another config is refused. Which keys make it another run is declared on the
 options (:func:`freezetune.options.identity`, what a study's run_id hashes): an attempt with
-another ``--out``, ``--report-to``, ``--no-inference-cost`` or ``--save-every`` continues the run.
+another ``--out``, ``--report-to``, ``--no-inference-cost``, ``--save-every`` or ``--stop-at-step``
+continues the run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from freezetune import checkpoint
+from freezetune.checkpointer import check_stop_at
 from freezetune.config import RunConfig
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
@@ -163,12 +165,14 @@ def read_result(out: str | Path) -> RunResult:
 def start_outputs(
     out: Path, config: RunConfig, resume: bool, total_steps: int, d: Dist
 ) -> Path | None:
-    """Only now, after every check passed, is anything written; return the checkpoint to
-    resume from (None for a fresh start). ``--overwrite`` replaces our files in place."""
+    """Only now, after every check passed (``--stop-at-step`` against ``total_steps`` and the
+    checkpoint, the last), is anything written; return the checkpoint to resume from (None for
+    a fresh start). ``--overwrite`` replaces our files in place."""
     metrics_path = out / "metrics.jsonl"
     latest = checkpoint.find_latest(out) if resume else None
     if resume and latest is None:
         raise NoIntactCheckpoint(f"no intact checkpoint in {out}/checkpoints; start the run again")
+    check_stop_at(config.train.stop_at_step, total_steps, latest)  # refused before writing
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
     if latest is None and d.is_main:

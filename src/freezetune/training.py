@@ -4,7 +4,8 @@
 train (``optim.py``), 3) let the policy freeze and thaw units as training goes (``loop.py``),
 4) evaluate each epoch (and every N steps) and keep the best (``scoring.py``), 5) save the best
 model in Hugging Face format plus metrics and a provenance-stamped result. ``resume(out)``
-continues a run that was stopped, from its newest intact checkpoint.
+continues a run that was stopped, from its newest intact checkpoint; ``train.stop_at_step``
+pauses a run there (checkpoint, ``checkpointer.Paused``, no result) for a later resume.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 from freezetune import distributed
 from freezetune.batching import make_loader, rank_share_loader
 from freezetune.best import restore as restore_best
+from freezetune.checkpointer import Paused
 from freezetune.config import RunConfig
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
@@ -75,7 +77,8 @@ def train(run: RunConfig | Setup) -> RunResult:
     """Fine-tune as the config says and return the result (also written to ``result.json``).
 
     ``run`` is a :class:`RunConfig`, or the :class:`Setup` that ``prepare(config)`` returned
-    to a caller that looks at the model before or after training.
+    to a caller that looks at the model before or after training. With ``train.stop_at_step``
+    it checkpoints that step and raises ``checkpointer.Paused`` instead (``resume`` goes on).
 
     >>> from freezetune.config import RunConfig
     >>> result = train(RunConfig.from_dict({"freeze": "bottom:3", "out": "runs/x"}))  # doctest: +SKIP
@@ -85,17 +88,21 @@ def train(run: RunConfig | Setup) -> RunResult:
     return _run(run if isinstance(run, Setup) else prepare(run), resume=False)
 
 
-def resume(out: str | Path, *, progress: bool | None = None) -> RunResult:
+def resume(
+    out: str | Path, *, progress: bool | None = None, stop_at_step: int | None = None
+) -> RunResult:
     """Continue the unfinished run in ``out`` from its newest intact checkpoint.
 
     It runs with the config it was started with (``run_config.json``); only the progress bar
-    may change. The result is the same as if the run had never stopped.
+    may change, and where it stops: at the end, or paused again at ``stop_at_step`` (raising
+    ``checkpointer.Paused``; a ``stop_at_step`` stored with the run is not reused). The result
+    is the same as if the run had never stopped.
     """
     config = resume_config(out)
+    train = dataclasses.replace(config.train, stop_at_step=stop_at_step)
     if progress is not None:
-        quiet = dataclasses.replace(config.train, progress=progress)
-        config = dataclasses.replace(config, train=quiet)
-    return _run(prepare(config, resume=True), resume=True)
+        train = dataclasses.replace(train, progress=progress)
+    return _run(prepare(dataclasses.replace(config, train=train), resume=True), resume=True)
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,9 @@ def _train(setup: Setup, loop: Loop, latest: Path | None, data: _Batches) -> Run
     previous = _on_signals(loop)
     try:
         loop.run(data.train_loader, position)
+    except Paused:  # a caller may go on in this process (advise): free a spilled cache now
+        loop.caches.close()
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -302,10 +312,11 @@ def train_or_resume(config: RunConfig) -> RunResult:
     starts from scratch, replacing what the earlier attempt left, as ``overwrite`` would. A
     folder holding a run of another config raises UserError naming the first differing key
     (the options declared ``identity=False`` may differ: ``out``, ``overwrite``,
-    ``train.progress``, ``train.report_to``, ``train.inference_cost``, ``train.save_every``);
-    with ``overwrite`` it is
-    replaced instead. Anything else ``train`` refuses (a folder holding a model) is refused.
-    SIGINT/SIGTERM checkpoint and raise ``loop.Interrupted``, as in ``train``. So a requeued
+    ``train.progress``, ``train.report_to``, ``train.inference_cost``, ``train.save_every``,
+    ``train.stop_at_step``); with ``overwrite`` it is replaced instead. Anything else ``train``
+    refuses (a folder holding a model) is refused. SIGINT/SIGTERM checkpoint and raise
+    ``loop.Interrupted``, as in ``train``; ``train.stop_at_step`` pauses it there (raising
+    ``checkpointer.Paused``), and a later call continues it. So a requeued
     job, or an executor retrying a run, repeats the same call:
 
     >>> cfg = RunConfig.from_dict({"freeze": "bottom:3", "train": {"save_every": 50},
