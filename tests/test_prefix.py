@@ -14,6 +14,7 @@ import pytest
 
 from conftest import TINY_RUN_ARGS
 from freezetune.cli import main
+from freezetune.errors import UserError
 from freezetune.testing import assert_one_line_error
 from test_resume import assert_same_run
 
@@ -148,3 +149,10 @@ def test_a_stop_not_after_the_checkpoint_is_refused_and_changes_nothing(
             f"pass a step in 10..{TOTAL - 1}, or drop it to finish the run"
         )
         assert files(out) == before
+
+
+def test_a_study_refuses_to_pause_its_runs():
+    from freezetune.study import StudySpec
+
+    with pytest.raises(UserError, match=r"^study base must not set train.stop_at_step"):
+        StudySpec.from_dict({"base": {"train": {"stop_at_step": 5}}, "strategies": ["full"]})
