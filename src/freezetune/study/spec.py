@@ -200,7 +200,8 @@ class StudySpec:
             )
         if not self.strategies or not self.seeds:
             raise UserError("a study needs at least one strategy and one seed")
-        if (self.base.get("train") or {}).get("stop_at_step") is not None:
+        train = self.base.get("train")
+        if isinstance(train, dict) and train.get("stop_at_step") is not None:
             raise UserError(
                 "study base must not set train.stop_at_step: a study runs every run to its end "
                 "(pause single runs with freezetune train --stop-at-step)"
