@@ -25,7 +25,6 @@ tensor(0.5000)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from freezetune.errors import UserError
+from freezetune.plugin_options import NoOptions, option_types, options_problem, parse_value
 from freezetune.plugins import Registry
 
 if TYPE_CHECKING:
@@ -133,11 +133,6 @@ class ObjectiveContext:
 
 
 @dataclass(frozen=True)
-class NoOptions:
-    """The options of an objective that takes none."""
-
-
-@dataclass(frozen=True)
 class ObjectivePlugin:
     """A registered objective: ``build(options, context)`` returns a fresh :class:`Objective`,
     ``options`` an instance of the ``options`` dataclass (its fields are the ``--objective``
@@ -153,19 +148,11 @@ class ObjectivePlugin:
 
 def _check(name: str, obj: object) -> str | None:
     """What is wrong with registering ``obj`` as objective ``name``, if anything."""
-    from freezetune.freezing.registry import option_types
-
     if not name or any(c in name for c in "+:,= "):
         return "takes a name that --objective cannot use (+ : , = or a space); rename it"
     if not isinstance(obj, ObjectivePlugin):
         return f"is a {type(obj).__name__}, not an ObjectivePlugin; fix it or uninstall it"
-    if not dataclasses.is_dataclass(obj.options):
-        return "has options that are not a dataclass; fix it or uninstall it"
-    try:
-        option_types(obj.options)
-    except TypeError as err:
-        return f"has an option of a type --objective cannot parse ({err}); fix it or uninstall it"
-    return None
+    return options_problem(obj.options, "--objective")
 
 
 OBJECTIVES: Registry[ObjectivePlugin] = Registry(
@@ -216,8 +203,6 @@ def objective_options(text: str) -> tuple[ObjectivePlugin, Any]:
     ...
     freezetune.errors.UserError: --objective task:beta=1: unknown option 'beta'; it takes none
     """
-    from freezetune.freezing.registry import option_types
-
     name, _, rest = text.partition(":")
     plugin = OBJECTIVES.get(name)
     kinds, given = option_types(plugin.options), {}
@@ -226,26 +211,13 @@ def objective_options(text: str) -> tuple[ObjectivePlugin, Any]:
         if key not in kinds:
             allowed = f"choose from {', '.join(kinds)}" if kinds else "it takes none"
             raise UserError(f"--objective {text}: unknown option {key!r}; {allowed}")
-        given[key] = _parse(text, key, raw, kinds[key])
+        given[key] = parse_value(f"--objective {text}", key, raw, kinds[key])
     try:
         return plugin, plugin.options(**given)
     except TypeError as err:  # a required option missing
         raise UserError(f"--objective {text}: {err}") from None
     except UserError as err:
         raise UserError(f"--objective {text}: {err}") from None
-
-
-def _parse(text: str, key: str, raw: str, kind: type) -> object:
-    try:
-        if kind is bool:
-            if raw.lower() not in ("", "true", "1", "yes", "false", "0", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("", "true", "1", "yes")
-        return kind(raw)
-    except ValueError:
-        raise UserError(
-            f"--objective {text}: {key} must be a {kind.__name__}, got {raw!r}"
-        ) from None
 
 
 def check_objective(config: RunConfig) -> None:

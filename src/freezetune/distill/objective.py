@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from freezetune.batching import rank_share_loader
 from freezetune.distill.loss import Distillation
 from freezetune.distill.teacher import logits_of, teacher_logits
-from freezetune.objectives import NoOptions, ObjectiveContext, register_objective
+from freezetune.objectives import ObjectiveContext, register_objective
+from freezetune.plugin_options import NoOptions
 
 __all__ = ["teacher_pass"]
 

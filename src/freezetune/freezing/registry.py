@@ -23,15 +23,13 @@ each naming a :class:`PolicyPlugin`.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from freezetune.errors import UserError
 from freezetune.freezing.base import Policy
+from freezetune.plugin_options import NoOptions, option_help, option_types, options_problem
 from freezetune.plugins import Registry
 
 __all__ = [
@@ -50,7 +48,6 @@ __all__ = [
 STATIC_PARTS = frozenset(
     ("full", "head", "embeddings", "bottom", "top", "bitfit", "pattern", "lora", "llrd", "train-bn")
 )
-_KINDS = (bool, int, float, str)
 
 
 @dataclass(frozen=True)
@@ -66,11 +63,6 @@ class RunShape:
 
 
 @dataclass(frozen=True)
-class NoOptions:
-    """The options of a policy that takes none."""
-
-
-@dataclass(frozen=True)
 class PolicyPlugin:
     """A registered policy: ``build(options, run)`` returns a fresh policy (``Policy``), with
     ``options`` an instance of the ``options`` dataclass. ``positional`` is the option that a
@@ -79,39 +71,6 @@ class PolicyPlugin:
     build: Callable[[Any, RunShape], Policy]
     options: type = NoOptions
     positional: str | None = None
-
-
-def option_types(options: type) -> dict[str, type]:
-    """Each option of the ``options`` dataclass and the type its text is parsed to.
-
-    >>> from freezetune.freezing.builtin import TwoPhaseOptions
-    >>> option_types(TwoPhaseOptions)["to"], option_types(TwoPhaseOptions)["scale"]
-    (<class 'int'>, <class 'float'>)
-    """
-    hints = typing.get_type_hints(options)
-    out: dict[str, type] = {}
-    for f in dataclasses.fields(options):
-        kind = hints[f.name]
-        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if kind not in _KINDS:
-            raise TypeError(f"option {f.name} of {options.__name__}: {kind} is not one of {_KINDS}")
-        out[f.name] = kind
-    return out
-
-
-def option_help(options: type) -> dict[str, str]:
-    """Each option's help (``field(metadata={"help": ...})``) with its default.
-
-    >>> from freezetune.freezing.builtin import AutoFreezeOptions
-    >>> option_help(AutoFreezeOptions)["n"]
-    'decisions over the run (default 10)'
-    """
-    out = {}
-    for f in dataclasses.fields(options):
-        default = "" if f.default is dataclasses.MISSING else f" (default {f.default})"
-        out[f.name] = f"{f.metadata.get('help', '')}{default}".strip()
-    return out
 
 
 def check_range(
@@ -139,13 +98,10 @@ def _check(name: str, obj: object) -> str | None:
         return "takes a name that --freeze cannot use (a static part, or + : , =); rename it"
     if not isinstance(obj, PolicyPlugin):
         return f"is a {type(obj).__name__}, not a PolicyPlugin; fix it or uninstall it"
-    if not dataclasses.is_dataclass(obj.options):
-        return "has options that are not a dataclass; fix it or uninstall it"
-    try:
-        fields = option_types(obj.options)
-    except TypeError as err:
-        return f"has an option of a type --freeze cannot parse ({err}); fix it or uninstall it"
-    if obj.positional is not None and obj.positional not in fields:
+    problem = options_problem(obj.options, "--freeze")
+    if problem is not None:
+        return problem
+    if obj.positional is not None and obj.positional not in option_types(obj.options):
         return f"has no option {obj.positional!r} to set positionally; fix it or uninstall it"
     return None
 

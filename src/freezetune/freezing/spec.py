@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from freezetune.errors import UserError
 from freezetune.freezing.registry import POLICIES, option_types
+from freezetune.plugin_options import parse_value
 
 __all__ = ["SPEC_HELP", "FreezeSpec", "parse_freeze", "policy_options"]
 
@@ -96,16 +97,7 @@ def _count(component: str, value: str) -> int:
 
 
 def _value(component: str, key: str, raw: str, kind: type) -> object:
-    try:
-        if kind is bool:
-            if raw.lower() not in ("", "true", "1", "yes", "false", "0", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("", "true", "1", "yes")
-        return kind(raw)
-    except ValueError:
-        raise UserError(
-            f"--freeze {component}: {key} must be a {kind.__name__}, got {raw!r}"
-        ) from None
+    return parse_value(f"--freeze {component}", key, raw, kind)
 
 
 def _plugins() -> str:
