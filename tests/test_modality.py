@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import textwrap
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,9 +22,12 @@ from freezetune.modality import (
     model_modality,
     register_modality,
 )
-from freezetune.testing import tiny_run_config
+from freezetune.testing import assert_one_line_error, tiny_run_config
 from freezetune.training import train
 from freezetune.vision.modality import IMAGE
+from test_plugins import _install
+
+GROUP = "freezetune.modalities"
 
 
 def _as_sst2(config: RunConfig) -> RunConfig:
@@ -130,15 +131,6 @@ def test_image_stand_ins_have_the_recorded_shape():
     assert TEXT.input_shape(text) == (4,)
 
 
-def _install(root: Path, package: str, module: str, source: str, name: str) -> None:
-    """A package as pip leaves it: a module and a ``.dist-info`` with its entry point."""
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{package.replace('-', '_')}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[freezetune.modalities]\n{name} = {module}:PLUGIN\n")
-
-
 AUDIO = """
     from freezetune.modality import TEXT
 
@@ -170,7 +162,7 @@ def installed(tmp_path, monkeypatch):
 
 
 def test_an_installed_modality_is_found_through_its_entry_point(installed):
-    _install(installed, "freezetune-audio", "ft_audio", AUDIO, "audio")
+    _install(installed, "freezetune-audio", "ft_audio", AUDIO, GROUP, "audio")
     speech = RunConfig.from_dict({"data": {"task": "speech-commands"}})
     assert modality_of(speech).name == "audio"
     assert MODALITIES.source("audio") == "freezetune-audio"
@@ -181,10 +173,9 @@ def test_an_installed_modality_is_found_through_its_entry_point(installed):
 
 def test_a_broken_modality_plugin_is_one_line_naming_its_package(installed, tiny_bert, capsys):
     broken = "raise ImportError('No module named torchaudio')\n"
-    _install(installed, "freezetune-broken", "ft_broken", broken, "broken")
-    assert main(["inspect", "--model", tiny_bert]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.endswith(
+    _install(installed, "freezetune-broken", "ft_broken", broken, GROUP, "broken")
+    code = main(["inspect", "--model", tiny_bert])
+    assert assert_one_line_error(code, capsys.readouterr().err).endswith(
         "modality 'broken' from package 'freezetune-broken' failed to load: "
         "ImportError: No module named torchaudio; reinstall it or uninstall it"
     )

@@ -25,7 +25,7 @@ from freezetune.objectives import (
 from freezetune.options import identity
 from freezetune.plugins import code_modules
 from freezetune.study import StudySpec, run_study
-from freezetune.testing import tiny_run_config
+from freezetune.testing import assert_one_line_error, tiny_run_config
 from freezetune.training import train
 
 
@@ -107,9 +107,7 @@ def test_an_unknown_objective_stops_the_cli_before_any_folder(tiny_bert, tmp_pat
         "nope",
         "--no-progress",
     ]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "unknown --objective 'nope'" in err
+    assert_one_line_error(main(argv), capsys.readouterr().err, "unknown --objective 'nope'")
     assert not out.exists()
 
 

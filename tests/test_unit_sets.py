@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -21,13 +20,14 @@ from transformers import BertConfig, BertForSequenceClassification
 from freezetune.errors import UserError
 from freezetune.freezer import FreezeLog, Freezer
 from freezetune.freezing import UnitSelector, frozen_now, frozen_parameters, parse_freeze
-from freezetune.freezing.base import Progress, leading_run
+from freezetune.freezing.base import Progress, Stateless, leading_run
 from freezetune.freezing.registry import POLICIES, RunShape, register_policy
 from freezetune.integrations.transformers import FreezeCallback
 from freezetune.state import LoopState
 from freezetune.testing import tiny_run_config
 from freezetune.training import resume, train
 from freezetune.units import split_units
+from test_resume import _stop_at
 from test_trainer_callback import run_config, trainer_for
 
 
@@ -43,7 +43,7 @@ class TurnsOptions:
 
 
 @dataclass
-class Turns:
+class Turns(Stateless):
     """block.0 and block.1 (units 1, 2) freeze in turns every ``every`` steps; block.2
     (unit 3) never trains; the embeddings and the head always do. Both turning blocks start
     each turn with fresh optimizer state."""
@@ -57,15 +57,6 @@ class Turns:
 
     def frozen_units(self, progress: Progress) -> int:
         return leading_run(self.frozen_set(progress))
-
-    def lr_factor(self, unit: int, progress: Progress) -> float | None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def turns(options: TurnsOptions, run: RunShape) -> Turns:
@@ -169,11 +160,7 @@ def test_a_set_policy_trains_and_resumes_bit_identically(registered, tiny_bert, 
     ):
         assert not torch.equal(end[f"encoder.{trained}"], start[trained])
     # killed right after step 3's checkpoint: the set of steps 2-3 is restored, not asked again
-    (out / "result.json").unlink()
-    for later in sorted((out / "checkpoints").glob("step-*"))[3:]:
-        for f in later.iterdir():
-            f.unlink()
-        later.rmdir()
+    _stop_at(out, 3)
     again = resume(out)
     assert again.freeze_timeline == whole.freeze_timeline
     resumed = _weights(out)
@@ -198,3 +185,4 @@ def test_the_trainer_callback_switches_the_same_sets(registered, tiny_bert, tmp_
     frozen = [params[n] for i in (1, 3) for n in units.units[i].params]
     assert frozen and all(p not in trainer.optimizer.state for p in frozen)
     assert all(p in trainer.optimizer.state for p in params.values() if p.requires_grad)
+
