@@ -186,3 +186,16 @@ def test_the_trainer_callback_switches_the_same_sets(registered, tiny_bert, tmp_
     assert frozen and all(p not in trainer.optimizer.state for p in frozen)
     assert all(p in trainer.optimizer.state for p in params.values() if p.requires_grad)
 
+
+def test_a_timeline_of_equal_sized_sets_is_kept_as_a_change():
+    from freezetune.report.plots import _changes
+    from freezetune.study.worker import read_events
+
+    turn = {"event": "freeze", "frozen_units": 0, "trainable_params": 10}
+    events = [
+        {**turn, "step": 0, "frozen": ["block.0"]},
+        {**turn, "step": 5, "frozen": ["block.1"]},
+    ]
+    timeline, _ = read_events(events)
+    assert timeline == events and _changes(timeline)
+    assert read_events([events[0]])[0] == [] and not _changes([events[0], events[0]])

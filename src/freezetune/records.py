@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "current_names",
+    "freeze_state",
     "peak_rss_mb",
     "provenance",
 ]
@@ -62,6 +63,21 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def freeze_state(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What a ``freeze`` record says trains: the frozen leading units, the frozen set when it is
+    not a leading run (``frozen``, by unit name) and the trainable parameter count. A timeline
+    whose records all share one state never changed what trains.
+
+    >>> freeze_state({"frozen_units": 0, "frozen": ["block.1"], "trainable_params": 9})
+    (0, ('block.1',), 9)
+    """
+    return (
+        record.get("frozen_units"),
+        tuple(record.get("frozen") or ()),
+        record.get("trainable_params"),
+    )
 
 
 def current_names(record: Any) -> Any:

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from freezetune.records import freeze_state
 from freezetune.report.tables import Line, Summary, pareto_front
 
 __all__ = [
@@ -182,7 +183,7 @@ def _colors(labels: list[str]) -> dict[str, Any]:
 
 
 def _changes(timeline: list[dict[str, Any]]) -> bool:
-    return len({(e.get("frozen_units"), e.get("trainable_params")) for e in timeline}) > 1
+    return len({freeze_state(e) for e in timeline}) > 1
 
 
 def plot_timeline(summary: Summary) -> bytes | None:

@@ -257,8 +257,10 @@ def read_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     """
     timeline = [e for e in events if e.get("event") == "freeze"]
     curve = [e for e in events if e.get("event") == "eval"]
-    states = {(e.get("frozen_units"), e.get("trainable_params")) for e in timeline}
-    return (timeline if len(states) > 1 else []), curve
+    from freezetune.records import freeze_state
+
+    changed = len({freeze_state(e) for e in timeline}) > 1
+    return (timeline if changed else []), curve
 
 
 def load_events(path: Path) -> list[dict[str, Any]]:
