@@ -41,11 +41,15 @@ class Plan:
 
     def lr_factor(self, unit: int, step: int) -> float:
         """Multiplier of unit ``unit``'s base LR: the policy's or warmup/decay, x llrd."""
-        blocks, progress = self.units.num_blocks, self.progress(step)
+        return self._factor(unit, self.progress(step))
+
+    def _factor(self, unit: int, progress: Progress) -> float:
+        blocks = self.units.num_blocks
         return unit_lr_factor(self.spec, self.policy, blocks, unit, progress, self.warmup_ratio)
 
     def set_learning_rates(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         """Every group's LR at ``step``: base x (policy's factor or warmup/decay) x
         llrd^(depth from top); groups carry ``base_lr`` and their ``unit``."""
+        progress = self.progress(step)  # once, not per group
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * self.lr_factor(group["unit"], step)
+            group["lr"] = group["base_lr"] * self._factor(group["unit"], progress)

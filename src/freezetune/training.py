@@ -30,7 +30,7 @@ from freezetune.checkpointer import Paused
 from freezetune.config import RunConfig
 from freezetune.distributed import Dist
 from freezetune.errors import UserError
-from freezetune.freezing.policies import Policy, make_policy
+from freezetune.freezing.policies import make_policy
 from freezetune.inference import measure_inference
 from freezetune.inputs import Setup, check_inputs, prepare
 from freezetune.loop import Dev, Loop, Seams
@@ -167,10 +167,18 @@ def _run(setup: Setup, resume: bool) -> RunResult:
         config.optim.warmup_ratio,
         seed=t.seed,
     )
+    plan = Plan(
+        setup.units,
+        setup.spec,
+        policy,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        warmup_ratio=config.optim.warmup_ratio,
+    )
     latest = start_outputs(setup.out, config, resume, total_steps, d)
     splits = {"train": data.train, "validation": data.validation}
     seams = make_seams(setup, model, splits, data.collate, device, d)
-    loop = _make_loop(setup, model, optimizer, policy, data, seams, device)
+    loop = _make_loop(setup, model, optimizer, plan, data, seams, device)
     return _train(setup, loop, latest, data)
 
 
@@ -178,14 +186,13 @@ def _make_loop(
     setup: Setup,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    policy: Policy,
+    plan: Plan,
     data: _Batches,
     seams: Seams,
     device: torch.device,
 ) -> Loop:
     """The loop over ``data``: it evaluates on the dev loader, from the dev cache if any."""
     t, task = setup.config.train, setup.data.task
-    steps_per_epoch = math.ceil(len(data.train_loader) / t.grad_accum)
 
     def evaluate(frozen_units: int) -> dict[str, Any]:
         return evaluate_model(
@@ -198,14 +205,6 @@ def _make_loop(
             frozen_units=frozen_units,
         )
 
-    plan = Plan(
-        setup.units,
-        setup.spec,
-        policy,
-        total_steps=steps_per_epoch * t.epochs,
-        steps_per_epoch=steps_per_epoch,
-        warmup_ratio=setup.config.optim.warmup_ratio,
-    )
     return Loop(
         model,
         optimizer,
