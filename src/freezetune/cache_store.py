@@ -22,8 +22,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-__all__ = ["FixedStates", "Shapes", "States", "TokenStates", "allocate"]
+__all__ = ["FixedStates", "Inputs", "Shapes", "States", "TokenStates", "allocate"]
 
+#: model inputs by name (a batch, or the stand-in a cached prefix runs on)
 Inputs = dict[str, torch.Tensor]
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from freezetune.batching import Collator, Feature, token_lengths, tokenize
+from freezetune.cache_store import Inputs
 from freezetune.models import Loaded, load_model, quiet_loading, resolve_model_path
 from freezetune.options import check_applies
 from freezetune.plugins import Registry
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 Collate = Callable[[Sequence[Feature]], dict[str, Any]]
-Inputs = dict[str, torch.Tensor]
 
 #: the modality of a run or model that no other one claims
 DEFAULT = "text"

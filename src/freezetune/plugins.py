@@ -124,10 +124,6 @@ class Registry(Generic[T]):
         own = ("freezetune", "__main__")
         return sorted({m for m in self._modules.values() if m.partition(".")[0] not in own})
 
-    def module(self, name: str) -> str | None:
-        """The module whose import registered ``name`` by code (None: an entry point)."""
-        return self._modules.get(name)
-
     def refresh(self) -> None:
         """List the entry points again on the next lookup (after installing a package)."""
         self._discovered = False

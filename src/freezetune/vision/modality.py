@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from freezetune.batching import Feature
+from freezetune.cache_store import Inputs
 from freezetune.families import is_image_config
 from freezetune.modality import Collate, Loaded, register_modality
 from freezetune.tasks import TaskData, TaskInfo
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from freezetune.config import RunConfig
 
 __all__ = ["IMAGE", "Image"]
-
-Inputs = dict[str, torch.Tensor]
 
 
 class Image:
