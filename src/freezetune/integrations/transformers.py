@@ -101,6 +101,7 @@ from freezetune.integrations.trainer_run import (
     steps_per_epoch,
     warmup_ratio,
 )
+from freezetune.records import current_names
 from freezetune.units import Units, split_units
 
 __all__ = ["FreezeCallback", "UnitLR"]
@@ -297,7 +298,8 @@ class FreezeCallback(TrainerCallback, ExportableState):
             log.timeline, log.frozen_units, log.frozen_set = [], None, None
             return
         policy.load_state_dict(saved["policy"])
-        log.timeline, log.frozen_units = list(saved["changes"]), saved["frozen_units"]
+        changes = [current_names(change) for change in saved["changes"]]  # older key names
+        log.timeline, log.frozen_units = changes, saved["frozen_units"]
         log.frozen_set = saved.get("frozen_set")  # absent from prefix-only runs' older states
         run.freezer.reapply(run.model.training)  # silently: logged before the stop
         if saved["grads"] and run.grads is not None:
