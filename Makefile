@@ -37,7 +37,7 @@ fashion-mnist:
 demo: setup
 	$(BIN)/freezetune study --config configs/studies/default.yaml
 
-# two workers, one core and one torch thread each (tests/conftest.py): ~1.9x faster here
+# two workers, one core and one torch thread each (tests/conftest.py); timings: RESULTS, issue 24
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
