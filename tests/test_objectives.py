@@ -5,6 +5,10 @@ is written."""
 from __future__ import annotations
 
 import json
+import re
+import sys
+import types
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -130,3 +134,18 @@ def test_a_study_runs_a_code_registered_objective_in_its_run_processes(tiny_bert
     twiced = next(r for r in spec.grid() if r.strategy != "full")
     result = json.loads((outcome.folder / "runs" / twiced.run_id / "result.json").read_text())
     assert result["distill"] == {"objective": "twice", "weight": 0.5}
+
+
+def test_the_readmes_objective_example_trains(tiny_bert, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("A loss of your own is an objective") :]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    module = types.ModuleType("rdrop")  # `import rdrop`, as the README says
+    monkeypatch.setitem(sys.modules, "rdrop", module)
+    exec(compile(code, "README rdrop.py", "exec"), module.__dict__)
+    try:
+        config = tiny_run_config(tiny_bert, tmp_path / "run", "bottom:1")
+        result = train(RunConfig.from_dict({**config.to_dict(), "objective": "rdrop:alpha=4"}))
+        assert result.distill == {"objective": "rdrop", "alpha": 4.0} and result.steps == 4
+    finally:
+        OBJECTIVES.unregister("rdrop")
