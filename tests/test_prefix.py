@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from conftest import TINY_RUN_ARGS
 from freezetune.cli import main
 from freezetune.errors import UserError
-from freezetune.testing import assert_one_line_error
+from freezetune.testing import TINY_RUN_ARGS, assert_one_line_error
 from test_resume import assert_same_run
 
 # 36 steps (12 an epoch), an evaluation every 5 steps and at epoch ends, no --save-every: the

@@ -31,6 +31,7 @@ from freezetune.distill.loss import kd_loss
 from freezetune.distill.objective import teacher_pass
 from freezetune.distill.student import pick_blocks
 from freezetune.errors import UserError
+from freezetune.freezing.registry import check_range
 from freezetune.objectives import Batch, Forward, ObjectiveContext, ObjectivePlugin
 from freezetune.units import split_units
 
@@ -44,8 +45,7 @@ class PatientOptions:
     beta: float = field(default=100.0, metadata={"help": "weight of the patient term"})
 
     def __post_init__(self) -> None:
-        if not self.beta >= 0:
-            raise UserError(f"beta={self.beta} must be >= 0")
+        check_range("beta", self.beta, 0, float("inf"))
 
 
 def patient_term(student: list[torch.Tensor], teacher: torch.Tensor) -> torch.Tensor:
@@ -195,10 +195,6 @@ class PatientDistillation:
         }
 
 
-def _build(options: PatientOptions, context: ObjectiveContext) -> PatientDistillation:
-    return PatientDistillation(options, context)
-
-
 def _check(options: PatientOptions, config: RunConfig) -> None:
     """Before anything is written: a student of 2+ blocks, so that one block has a match."""
     layers = config.distill.student_layers
@@ -210,4 +206,4 @@ def _check(options: PatientOptions, config: RunConfig) -> None:
 
 
 #: the entry point ``freezetune.objectives: pkd``
-PLUGIN = ObjectivePlugin(_build, PatientOptions, teacher=True, check=_check)
+PLUGIN = ObjectivePlugin(PatientDistillation, PatientOptions, teacher=True, check=_check)
