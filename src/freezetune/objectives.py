@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from freezetune.errors import UserError
-from freezetune.plugin_options import NoOptions, option_types, options_problem, parse_value
+from freezetune.plugin_options import (
+    NoOptions,
+    build_options,
+    option_types,
+    options_problem,
+    parse_options,
+)
 from freezetune.plugins import Registry
 
 if TYPE_CHECKING:
@@ -204,20 +210,9 @@ def objective_options(text: str) -> tuple[ObjectivePlugin, Any]:
     freezetune.errors.UserError: --objective task:beta=1: unknown option 'beta'; it takes none
     """
     name, _, rest = text.partition(":")
-    plugin = OBJECTIVES.get(name)
-    kinds, given = option_types(plugin.options), {}
-    for item in (p for p in rest.split(",") if p):
-        key, _, raw = item.partition("=")
-        if key not in kinds:
-            allowed = f"choose from {', '.join(kinds)}" if kinds else "it takes none"
-            raise UserError(f"--objective {text}: unknown option {key!r}; {allowed}")
-        given[key] = parse_value(f"--objective {text}", key, raw, kinds[key])
-    try:
-        return plugin, plugin.options(**given)
-    except TypeError as err:  # a required option missing
-        raise UserError(f"--objective {text}: {err}") from None
-    except UserError as err:
-        raise UserError(f"--objective {text}: {err}") from None
+    plugin, where = OBJECTIVES.get(name), f"--objective {text}"
+    given = parse_options(where, rest, option_types(plugin.options))
+    return plugin, build_options(where, name, plugin.options, given)
 
 
 def check_objective(config: RunConfig) -> None:

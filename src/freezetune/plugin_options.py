@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from freezetune.errors import UserError
 
-__all__ = ["NoOptions", "option_help", "option_types", "options_problem", "parse_value"]
+__all__ = [
+    "NoOptions",
+    "build_options",
+    "option_help",
+    "option_types",
+    "options_problem",
+    "parse_options",
+    "parse_value",
+]
 
 _KINDS = (bool, int, float, str)
 _TRUE, _FALSE = ("", "true", "1", "yes"), ("false", "0", "no")
@@ -84,3 +92,47 @@ def parse_value(where: str, key: str, raw: str, kind: type) -> object:
         return kind(raw)
     except ValueError:
         raise UserError(f"{where}: {key} must be a {kind.__name__}, got {raw!r}") from None
+
+
+def parse_options(
+    where: str, text: str, kinds: dict[str, type], positional: str | None = None
+) -> dict[str, object]:
+    """``a=1,b=2`` (or a bare first value for ``positional``) -> typed values by option; a
+    UserError quoting ``where`` for an unknown option or a value that does not parse.
+
+    >>> parse_options("--freeze two-phase:0.5", "0.5", {"epochs": float}, positional="epochs")
+    {'epochs': 0.5}
+    >>> parse_options("--objective task:beta=1", "beta=1", {})
+    Traceback (most recent call last):
+    ...
+    freezetune.errors.UserError: --objective task:beta=1: unknown option 'beta'; it takes none
+    """
+    out: dict[str, object] = {}
+    for i, item in enumerate(p for p in text.split(",") if p):
+        key, eq, raw = item.partition("=")
+        if not eq:
+            bare = i == 0 and positional is not None and item not in kinds
+            key, raw = (positional, item) if bare and positional else (item, "")
+        if key not in kinds:
+            allowed = f"choose from {', '.join(kinds)}" if kinds else "it takes none"
+            raise UserError(f"{where}: unknown option {key!r}; {allowed}")
+        out[key] = parse_value(where, key, raw, kinds[key])
+    return out
+
+
+def build_options(where: str, name: str, options: type, given: dict[str, object]) -> object:
+    """``options(**given)``; a UserError quoting ``where`` for a required option not given or
+    one the dataclass's own check refuses."""
+    missing = [
+        f"{f.name}=..."
+        for f in dataclasses.fields(options)
+        if f.name not in given
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise UserError(f"{where}: {name} needs {', '.join(missing)}")
+    try:
+        return options(**given)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None

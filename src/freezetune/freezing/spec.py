@@ -23,13 +23,12 @@ BatchNorm runs in inference mode and stays bit-identical.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
 from freezetune.errors import UserError
 from freezetune.freezing.registry import POLICIES, option_types
-from freezetune.plugin_options import parse_value
+from freezetune.plugin_options import build_options, parse_options, parse_value
 
 __all__ = ["SPEC_HELP", "FreezeSpec", "parse_freeze", "policy_options"]
 
@@ -96,10 +95,6 @@ def _count(component: str, value: str) -> int:
     return int(value)
 
 
-def _value(component: str, key: str, raw: str, kind: type) -> object:
-    return parse_value(f"--freeze {component}", key, raw, kind)
-
-
 def _plugins() -> str:
     """The registered policies beyond the built-in ones, for the unknown-part message."""
     extra = [n for n in POLICIES.names() if POLICIES.source(n) != "freezetune"]
@@ -113,40 +108,15 @@ def policy_options(name: str, options: Options, text: str | None = None) -> obje
     >>> policy_options("autofreeze", (("n", 20),))
     AutoFreezeOptions(n=20, p=50.0)
     """
-    kind = POLICIES.get(name).options
-    given = dict(options)
-    missing = [
-        f"{f.name}=..."
-        for f in dataclasses.fields(kind)
-        if f.name not in given
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise UserError(f"--freeze {text or name}: {name} needs {', '.join(missing)}")
-    try:
-        return kind(**given)
-    except UserError as err:
-        raise UserError(f"--freeze {text or name}: {err}") from None
+    where = f"--freeze {text or name}"
+    return build_options(where, name, POLICIES.get(name).options, dict(options))
 
 
 def _options(
     component: str, text: str, positional: str | None, allowed: dict[str, type]
 ) -> Options:
     """``a=1,b=2`` (or a bare first value for ``positional``) -> typed ((key, value), ...)."""
-    out: dict[str, object] = {}
-    for i, item in enumerate(p for p in text.split(",") if p):
-        key, eq, raw = item.partition("=")
-        if not eq:
-            bare = i == 0 and positional is not None and item not in allowed
-            key, raw = (positional, item) if bare and positional else (item, "")
-        if key not in allowed:
-            raise UserError(
-                f"--freeze {component}: unknown option {key!r}; choose from "
-                f"{', '.join(allowed) or '(none: it takes no options)'}"
-            )
-        out[key] = _value(component, key, raw, allowed[key])
-    return tuple(sorted(out.items()))
+    return tuple(sorted(parse_options(f"--freeze {component}", text, allowed, positional).items()))
 
 
 def _parse_part(part: str, fields: dict) -> None:
@@ -174,7 +144,7 @@ def _parse_part(part: str, fields: dict) -> None:
         fields["schedule"] = name
         fields["schedule_options"] = options
     elif name == "llrd" and value:
-        decay = _value(part, "DECAY", value, float)
+        decay = parse_value(f"--freeze {part}", "DECAY", value, float)
         if not 0 < decay <= 1:  # type: ignore[operator]
             raise UserError(f"--freeze {part}: DECAY must be in (0, 1], e.g. llrd:0.9")
         fields["llrd"] = decay
