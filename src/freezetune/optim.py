@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from freezetune.config import OptimConfig
-from freezetune.freezing import FreezeSpec, frozen_parameters
+from freezetune.freezing import FreezeSpec
+from freezetune.freezing.apply import never_trains
 from freezetune.units import Units
 
 __all__ = ["build_optimizer", "is_no_decay"]
@@ -42,10 +43,7 @@ def build_optimizer(
     records its ``unit``, its ``base_lr`` and its parameters' ``names``.
     """
     o = optim
-    # a static spec's frozen prefix never thaws: keep it out; a schedule may thaw any unit
-    static = spec.schedule is None
-    frozen_units = spec.frozen_units(units.num_blocks) if static else 0
-    excluded = frozen_parameters(units, spec, frozen_units=frozen_units)
+    excluded = never_trains(spec, units)  # a static spec's frozen prefix never thaws
     unit_of = {name: i for i, unit in enumerate(units.units) for name in unit.params}
     head = len(units.units) - 1
     groups: dict[tuple[int, bool], dict[str, Any]] = {}

@@ -78,6 +78,13 @@ def frozen_parameters(
     return frozenset(frozen - set(units.units[-1].params))
 
 
+def never_trains(spec: FreezeSpec, units: Units) -> frozenset[str]:
+    """What never trains: a static spec's frozen units and selections, a schedule's
+    selections only (a schedule may thaw any unit). The optimizer leaves these out."""
+    prefix = spec.frozen_units(units.num_blocks) if spec.schedule is None else 0
+    return frozen_parameters(units, spec, prefix)
+
+
 def apply_frozen(model: nn.Module, frozen: Iterable[str]) -> None:
     """Set ``requires_grad`` so that exactly the ``frozen`` parameters get no gradient.
 

@@ -72,7 +72,8 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from freezetune.freezer import FreezeLog, Freezer
-from freezetune.freezing import FreezeSpec, apply_frozen, frozen_parameters, parse_freeze
+from freezetune.freezing import apply_frozen, parse_freeze
+from freezetune.freezing.apply import never_trains
 from freezetune.freezing.policies import (
     GradientWatcher,
     Policy,
@@ -311,10 +312,3 @@ class FreezeCallback(TrainerCallback, ExportableState):
         return split_units(
             model, blocks_path=self.blocks_path, embeddings_paths=self.embeddings_paths
         )
-
-
-def never_trains(spec: FreezeSpec, units: Units) -> frozenset[str]:
-    """What never trains: a static spec's frozen units and selections, a schedule's
-    selections only (``optim.build_optimizer`` keeps the same out)."""
-    prefix = spec.frozen_units(units.num_blocks) if spec.schedule is None else 0
-    return frozen_parameters(units, spec, prefix)
