@@ -20,7 +20,7 @@ from freezetune.freezer import FreezeLog, Freezer
 from freezetune.freezing import FreezeSpec
 from freezetune.freezing.policies import Policy
 from freezetune.integrations.trainer_grads import RawGradients
-from freezetune.units import Units
+from freezetune.plan import Plan
 
 __all__ = [
     "Run",
@@ -38,11 +38,7 @@ class Run:
     """What one ``train()`` call wires up: the sizes, the hooks and the gradient signal."""
 
     model: nn.Module
-    units: Units
-    total_steps: int
-    steps_per_epoch: int
-    warmup_ratio: float
-    main: bool  # the world's process 0: it prints and writes files
+    plan: Plan  # the units, the policy and the run's steps: each step's progress and LRs
     eval_hook: RemovableHandle
     grads: RawGradients | None  # AutoFreeze's signal, for a policy that watches gradients
     freezer: Freezer  # applies, records and prints each change of what is frozen

@@ -77,7 +77,6 @@ from freezetune.freezing.apply import never_trains
 from freezetune.freezing.policies import (
     GradientWatcher,
     Policy,
-    Progress,
     frozen_now,
     make_policy,
 )
@@ -92,7 +91,6 @@ from freezetune.integrations.trainer_lr import (
     UnitLR,
     needs_unit_lrs,
     trainer_optimizers,
-    unit_lr_factor,
 )
 from freezetune.integrations.trainer_run import (
     Run,
@@ -102,6 +100,7 @@ from freezetune.integrations.trainer_run import (
     steps_per_epoch,
     warmup_ratio,
 )
+from freezetune.plan import Plan
 from freezetune.records import current_names
 from freezetune.units import Units, split_units
 
@@ -216,11 +215,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
         self.policy = policy
         self._run = Run(
             model,
-            units,
-            total,
-            per_epoch,
-            warmup,
-            main=state.is_world_process_zero,
+            Plan(units, self.spec, policy, total, per_epoch, warmup),
             eval_hook=model.register_forward_pre_hook(self._keep_frozen_in_eval),
             grads=RawGradients(model, units) if watcher else None,
             freezer=Freezer(
@@ -231,7 +226,9 @@ class FreezeCallback(TrainerCallback, ExportableState):
             lr_scheduler.attach(self.lr_factor)
         # 3) continue a resumed run, then freeze for the step about to run
         self._restore(args, state)
-        if self._run.main and (self.spec.schedule or self.spec.frozen_units(units.num_blocks)):
+        if self._run.freezer.main and (
+            self.spec.schedule or self.spec.frozen_units(units.num_blocks)
+        ):
             print(CACHE_NOTE, file=sys.stderr)
         self._refreeze(state.global_step)
 
@@ -254,7 +251,7 @@ class FreezeCallback(TrainerCallback, ExportableState):
 
     def on_save(self, args, state, control, **kwargs):
         run = self._run
-        if run is not None and run.grads is not None and run.grads.pending and run.main:
+        if run is not None and run.grads is not None and run.grads.pending and run.freezer.main:
             run.grads.save(checkpoint_folder(args, state))
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -265,19 +262,15 @@ class FreezeCallback(TrainerCallback, ExportableState):
 
     def lr_factor(self, unit: int, step: int) -> float:
         """Multiplier of unit ``unit``'s base LR at ``step`` (what :class:`UnitLR` applies)."""
-        run, policy = self._run, self.policy
-        assert run is not None and policy is not None
-        progress = Progress(step, run.total_steps, run.steps_per_epoch)
-        return unit_lr_factor(
-            self.spec, policy, run.units.num_blocks, unit, progress, run.warmup_ratio
-        )
+        assert self._run is not None
+        return self._run.plan.lr_factor(unit, step)
 
     def _refreeze(self, step: int) -> None:
         """Ask the policy what is frozen for ``step``; apply and log it when it changes."""
         run, policy = self._run, self.policy
         if run is None or policy is None:
             return
-        frozen = frozen_now(policy, Progress(step, run.total_steps, run.steps_per_epoch))
+        frozen = frozen_now(policy, run.plan.progress(step))
         run.freezer.update(frozen, step, training=run.model.training)  # as freezetune's loop
 
     def _keep_frozen_in_eval(self, model: nn.Module, inputs: Any) -> None:
