@@ -31,7 +31,7 @@ from freezetune.testing import (
     tiny_run_config,
 )
 from freezetune.training import prepare, resume, train
-from test_resume import assert_same_run, start
+from test_resume import _stop_at, assert_same_run, start
 
 # ---- the loss --------------------------------------------------------------------------------
 
@@ -169,11 +169,7 @@ def test_the_teacher_runs_once_and_not_again_on_resume(
     assert whole.distill["teacher_wall_time_s"] == teacher_result["wall_time_s"]
     out = Path(cfg.out)
     expected = load_file(out / "model.safetensors")
-    (out / "result.json").unlink()
-    for later in sorted((out / "checkpoints").glob("step-*"))[3:]:  # as if killed at step 3
-        for f in later.iterdir():
-            f.unlink()
-        later.rmdir()
+    _stop_at(out, 3)  # as if killed at step 3
     teacher_forwards.clear()
     again = resume(out)
     assert teacher_forwards == []  # the logits came back with the checkpoint

@@ -21,6 +21,7 @@ from freezetune.freezing.registry import POLICIES, RunShape, register_policy
 from freezetune.study.executors import EXECUTORS, ExecutorOptions, make_executor, register_executor
 from freezetune.testing import assert_one_line_error
 from freezetune.training import resume, train
+from test_resume import _stop_at
 
 
 @dataclass(frozen=True)
@@ -132,11 +133,7 @@ def test_the_policy_trains_with_llrd_and_resumes_exactly(registered, tiny_bert, 
     assert [e["step"] for e in freezes if e["event"] == "freeze"][:2] == [0, 2]
     weights = load_file(out / "model.safetensors")
     # stop right after step 3's checkpoint (one decision taken), as a killed run would
-    (out / "result.json").unlink()
-    for later in sorted((out / "checkpoints").glob("step-*"))[3:]:
-        for f in later.iterdir():
-            f.unlink()
-        later.rmdir()
+    _stop_at(out, 3)
     again = resume(out)
     assert again.steps == whole.steps
     assert json.loads((out / "result.json").read_text())["policy_state"] == {"count": 4}
