@@ -1,4 +1,4 @@
-"""``freezetune`` command line: ``train``, ``inspect``, ``study`` and ``report``.
+"""``freezetune`` command line: ``train``, ``inspect``, ``study``, ``report`` and ``advise``.
 
 Every bad input becomes one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from freezetune.config import RunConfig, apply_overrides, load_yaml
 from freezetune.errors import UserError
 from freezetune.flags import Flag, add_config_flags, add_overrides, apply_flags, config_flags
+from freezetune.advise.cli import add_advise_args, cmd_advise
 from freezetune.study.cli import add_report_args, add_study_args, cmd_report, cmd_study
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def explain(message: str, prog: str) -> str:
     if found := _MISSING.match(message):
         return f"{found.group(1)} needs a value; see {prog} --help"
     if message.endswith("required: command"):
-        return f"name a command: {prog} train|inspect|study|report (see {prog} --help)"
+        return f"name a command: {prog} train|inspect|study|report|advise (see {prog} --help)"
     return f"{message}; see {prog} --help"
 
 
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-labels", type=int, default=2, help="size of the new head (2)")
     add_study_args(sub.add_parser("study", help="run a resumable grid of strategies x seeds"))
     add_report_args(sub.add_parser("report", help="(re)write a study's tables, plots and html"))
+    add_advise_args(
+        sub.add_parser("advise", help="the study's answer at a fraction of its cost (halving)")
+    )
     return parser
 
 
@@ -221,7 +225,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "inspect": cmd_inspect, "study": cmd_study, "report": cmd_report}
+COMMANDS = {
+    "train": cmd_train,
+    "inspect": cmd_inspect,
+    "study": cmd_study,
+    "report": cmd_report,
+    "advise": cmd_advise,
+}
 DISTRIBUTED = ("train", "study")  # commands that join a torchrun / accelerate launch job
 
 

@@ -165,7 +165,7 @@ class Loop:
                 running = 0.0
                 if i + 1 == len(loader):
                     continue  # the epoch's end evaluates and checkpoints below
-                if t.eval_every and s.step % t.eval_every == 0:  # 4) evaluate every N steps
+                if t.evaluates_at(s.step):  # 4) evaluate every N steps (or at given steps)
                     self._evaluate(epoch + (i + 1) / len(loader))
                     self.clock.start()
                 self._maybe_checkpoint(checkpoint.Position(epoch, i + 1))

@@ -147,12 +147,25 @@ def kind_of(hint: Any) -> tuple[type, bool]:
     return base, len(kinds) < len(args)
 
 
+def item_kind(hint: Any) -> type:
+    """The element type of a tuple field (``tuple[int, ...]``: int); str for any other field.
+
+    >>> item_kind(tuple[int, ...] | None), item_kind(tuple[str, ...]), item_kind(int)
+    (<class 'int'>, <class 'str'>, <class 'str'>)
+    """
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for arg in args:
+        if typing.get_origin(arg) is tuple:
+            return typing.get_args(arg)[0]  # type: ignore[no-any-return]
+    return str
+
+
 _KIND_TEXT = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
-def _type_ok(value: Any, kind: type) -> bool:
+def _type_ok(value: Any, kind: type, item: type = str) -> bool:
     if kind is tuple:
-        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        return isinstance(value, tuple) and all(_type_ok(v, item) for v in value)
     if kind is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind is int:
@@ -185,7 +198,8 @@ def validate_section(config: Any) -> None:
         if "help" not in f.metadata:
             continue
         value = getattr(config, f.name)
-        kind, optional = kind_of(_hints(type(config))[f.name])
+        hint_of = _hints(type(config))[f.name]
+        kind, optional = kind_of(hint_of)
         flag = flag_name(f)
         where = key_of(section, f.name)
         hint = f" (flag --{flag})" if flag else ""
@@ -193,8 +207,9 @@ def validate_section(config: Any) -> None:
             if not optional:
                 raise UserError(f"{where} must be set, got None{hint}")
             continue
-        if not _type_ok(value, kind):
-            what = _KIND_TEXT.get(kind, "a tuple of strings")
+        if not _type_ok(value, kind, item_kind(hint_of)):
+            item = _KIND_TEXT[item_kind(hint_of)].removeprefix("a ").removeprefix("whole ")
+            what = _KIND_TEXT.get(kind, f"a comma-separated list of {item}s")
             raise UserError(f"{where} must be {what}, got {value!r}{hint}")
         choices, bounds = f.metadata["choices"], f.metadata["bounds"]
         if choices and value not in choices:

@@ -38,6 +38,7 @@ from freezetune.freezing.spec import parse_freeze
 
 __all__ = [
     "FAMILIES",
+    "IMAGE_FAMILIES",
     "REFERENCE_HIDDEN",
     "Family",
     "LrChoice",
@@ -62,6 +63,15 @@ class Family:
     about: str
     grid: tuple[float, float, float]
 
+
+#: Image models without a width (CNNs such as EfficientNet-Lite0, ImageNet-pretrained, Adam):
+#: rates ~10x a BERT's, as the vision study's 1e-3 (full) and 1e-2 (head) found; not scaled.
+IMAGE_FAMILIES: dict[str, Family] = {
+    "full": Family("full and partial freezes, schedules", (3e-4, 1e-3, 3e-3)),
+    "head": Family("the head alone", (3e-3, 1e-2, 3e-2)),
+    "lora": Family("LoRA adapters and BitFit", (1e-3, 3e-3, 1e-2)),
+    "student": Family("cut students, plain or distilled", (3e-4, 1e-3, 3e-3)),
+}
 
 FAMILIES: dict[str, Family] = {
     "full": Family("full and partial freezes, schedules", (2e-5, 5e-5, 1e-4)),
@@ -150,9 +160,17 @@ one, or a comma-separated list of rates in (0, 1) like 1e-4,3e-5
     return tuple(rates)
 
 
-def lrs_for(strategy: str, choice: LrChoice, hidden_size: int | None = None) -> tuple[float, ...]:
-    """The learning rates ``strategy`` is tried at, for ``--lrs`` ``choice`` (parsed or not)."""
-    family = FAMILIES[family_of(strategy)]  # an unknown strategy fails here, whatever choice
+def lrs_for(
+    strategy: str, choice: LrChoice, hidden_size: int | None = None, modality: str = "text"
+) -> tuple[float, ...]:
+    """The learning rates ``strategy`` is tried at, for ``--lrs`` ``choice`` (parsed or not).
+    An image model without a width (a CNN) takes :data:`IMAGE_FAMILIES`' grids, unscaled.
+
+    >>> lrs_for("head", "auto", modality="image")
+    (0.003, 0.01, 0.03)
+    """
+    image = modality == "image" and hidden_size is None
+    family = (IMAGE_FAMILIES if image else FAMILIES)[family_of(strategy)]  # unknown: fails here
     _, settings = _label(strategy)
     own = settings.get("lr", settings.get("optim.lr"))
     if own is not None:

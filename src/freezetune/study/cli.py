@@ -30,16 +30,20 @@ from freezetune.flags import (
 )
 
 __all__ = [
+    "add_executor_args",
     "add_report_args",
+    "base_flags",
+    "base_from_args",
     "add_study_args",
     "cmd_report",
     "cmd_study",
+    "executor_from_args",
     "retry_command",
     "spec_from_args",
 ]
 
 
-def _base_flags() -> list[Flag]:
+def base_flags() -> list[Flag]:
     """The run-config flags a study takes (declared with ``study=True``); the rest: key=value."""
     return [flag for flag in config_flags() if flag.study]
 
@@ -55,10 +59,24 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-sizes", help="comma-separated training-set sizes: a grid axis")
     add_config_flags(
         p,
-        _base_flags(),
+        base_flags(),
         title="base run config",
         description="a strategy's own settings and the --lrs/--train-sizes axes win over these",
     )
+    g = add_executor_args(p)
+    g.add_argument(
+        "--keep-models",
+        default="all",
+        help="whose saved weights stay: all (default), best (one per strategy) or none",
+    )
+    g.add_argument("--retry-failed", action="store_true", help="rerun failed runs too")
+    g.add_argument("--out-root", default="runs", help="studies live in OUT_ROOT/NAME (runs)")
+    add_flag(g, flag_for("train.progress"))  # --no-progress: for the runner, not in the base
+    add_overrides(p, "base run config field, e.g. optim.weight_decay=0")
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> Any:
+    """``--executor``, ``--jobs``, ``--ray-address``, ``--run-resources``; the group."""
     g = p.add_argument_group("running")
     g.add_argument(
         "--executor",
@@ -74,15 +92,7 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
         "--run-resources",
         help="what each run asks of the Ray cluster, e.g. cpu=2,gpu=1 (default cpu=1)",
     )
-    g.add_argument(
-        "--keep-models",
-        default="all",
-        help="whose saved weights stay: all (default), best (one per strategy) or none",
-    )
-    g.add_argument("--retry-failed", action="store_true", help="rerun failed runs too")
-    g.add_argument("--out-root", default="runs", help="studies live in OUT_ROOT/NAME (runs)")
-    add_flag(g, flag_for("train.progress"))  # --no-progress: for the runner, not in the base
-    add_overrides(p, "base run config field, e.g. optim.weight_decay=0")
+    return g
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
@@ -103,11 +113,12 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _base(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def base_from_args(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The base run config: the YAML's ``base``, then flags, then ``key=value`` overrides."""
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise UserError("study base must be a mapping of run config sections")
-    return apply_overrides(apply_flags(copy_data(base), args, _base_flags()), args.overrides or [])
+    return apply_overrides(apply_flags(copy_data(base), args, base_flags()), args.overrides or [])
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
@@ -132,11 +143,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                 [v.strip() for v in value.split(",") if v.strip()] if key != "preset" else value
             )
     data["name"] = args.name or data.get("name") or args.preset or "study"
-    data["base"] = _base(data, args)
+    data["base"] = base_from_args(data, args)
     return StudySpec.from_dict(data)
 
 
-def _executor(args: argparse.Namespace) -> Any:
+def executor_from_args(args: argparse.Namespace) -> Any:
     """``--executor`` and its options, checked before anything runs ("local" stays a name:
     under torchrun the runner replaces it)."""
     from freezetune.study.executors import make_executor
@@ -157,7 +168,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from freezetune.study.runner import run_study
 
     spec = spec_from_args(args)
-    executor = _executor(args)
+    executor = executor_from_args(args)
     check_keep(args.keep_models)
     if args.jobs > 1:
         print(

@@ -61,7 +61,8 @@ SHORT_KEYS: dict[str, str] = {
     "distill.teacher": "teacher",
 }
 
-SPEC_KEYS = ("name", "base", "strategies", "preset", "seeds", "lrs", "train_sizes")
+#: ``advise`` holds ``freezetune advise``'s settings (a study ignores it)
+SPEC_KEYS = ("name", "base", "strategies", "preset", "seeds", "lrs", "train_sizes", "advise")
 #: the top-level run-config keys a strategy may set besides ``freeze``
 TOP_KEYS = ("objective",)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -131,6 +132,7 @@ class PlannedRun:
     report_to: str = "none"  # live logger of the run (not part of its identity)
     save_every: int | None = None  # train.save_every as the study sets it (not in its identity)
     inference_cost: bool = True  # time the saved model after training (not in its identity)
+    stop_at_step: int | None = None  # pause there (advise's rungs; not in its identity)
 
 
 def config_hash(config: dict[str, Any]) -> str:

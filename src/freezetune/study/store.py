@@ -36,12 +36,13 @@ __all__ = [
     "fail_run",
     "finish_run",
     "open_store",
+    "pause_run",
     "read_rows",
     "start_run",
     "study_lock",
 ]
 
-STATUSES = ("succeeded", "failed", "running")
+STATUSES = ("succeeded", "failed", "running", "paused")  # paused: advise's rungs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
     lr          REAL NOT NULL,
     train_size  INTEGER,               -- data.max_train_samples; NULL = whole training split
     config      TEXT NOT NULL,         -- JSON: the run's identity (options.identity)
-    status      TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    status      TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'paused')),
     error       TEXT,                  -- failed runs: the one-line message
     cause       TEXT,                  -- failed runs: inputs (before training) or run
     result      TEXT,                  -- JSON: everything train() returned
@@ -275,3 +276,14 @@ def study_lock(folder: str | Path, name: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the lock
+
+
+def pause_run(conn: sqlite3.Connection, run_id: str, curve: list[dict[str, Any]]) -> None:
+    """Mark a run ``paused`` at ``train.stop_at_step`` (advise's rungs), with its curve so far:
+    its checkpoint is there to go on from."""
+    with conn:
+        conn.execute(
+            "UPDATE runs SET status = 'paused', error = NULL, curve = ?, finished_at = ? "
+            "WHERE run_id = ?",
+            (json.dumps(curve), _now(), run_id),
+        )

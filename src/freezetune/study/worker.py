@@ -45,6 +45,7 @@ __all__ = [
     "launch",
     "load_events",
     "outcome_of",
+    "paused_at",
     "read_events",
     "run_in_child",
     "train_and_record",
@@ -68,7 +69,7 @@ class RunOutcome:
     the checkpoint the attempt found, if it continued one.
     """
 
-    status: str  # "succeeded" or "failed"
+    status: str  # "succeeded", "paused" (at train.stop_at_step, checkpointed) or "failed"
     result: dict[str, Any] | None = None  # result.json
     timeline: list[dict[str, Any]] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)
@@ -115,6 +116,7 @@ def train_and_record(config: dict[str, Any], *, continue_folder: bool = False) -
     resume a checkpoint) instead of starting from scratch.
     """
     from freezetune import distributed
+    from freezetune.checkpointer import Paused
     from freezetune.config import RunConfig
     from freezetune.errors import InputsError
     from freezetune.loop import Interrupted
@@ -127,6 +129,8 @@ def train_and_record(config: dict[str, Any], *, continue_folder: bool = False) -
     try:
         run = RunConfig.from_dict(config)
         train_or_resume(run) if continue_folder else train(run)
+        return True
+    except Paused:  # train.stop_at_step (advise's rungs): a checkpoint to go on from
         return True
     except Interrupted:
         raise  # Ctrl-C / SIGTERM: the study stops here (and resumes this run later)
@@ -236,6 +240,9 @@ def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
         result = current_names(json.loads(result_path.read_text(encoding="utf-8")))
         timeline, curve = read_events(load_events(out / "metrics.jsonl"))
         return RunOutcome("succeeded", result, timeline, curve)
+    if exitcode == 0 and (paused := paused_at(out)) is not None:
+        timeline, curve = read_events(load_events(out / "metrics.jsonl"))
+        return RunOutcome("paused", None, timeline, curve, resumed_from=paused)
     if (out / ERROR_FILE).is_file():
         message = (out / ERROR_FILE).read_text(encoding="utf-8").strip()
         cause = out / CAUSE_FILE
@@ -247,6 +254,18 @@ def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
     else:
         message = f"the run's process exited with code {exitcode} without a result"
     return RunOutcome.failed(message)
+
+
+def paused_at(out: Path) -> int | None:
+    """The step of the newest checkpoint of a run that has no result yet (paused there by
+    ``train.stop_at_step``), else None."""
+    from freezetune.checkpoint import find_latest
+    from freezetune.checkpointer import checkpoint_step
+
+    if (out / "result.json").is_file():
+        return None
+    latest = find_latest(out)
+    return None if latest is None else checkpoint_step(latest)
 
 
 def read_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -47,6 +47,7 @@ def run_config(
     config["train"]["report_to"] = run.report_to
     config["train"]["inference_cost"] = run.inference_cost
     config["train"]["save_every"] = run.save_every or save_every
+    config["train"]["stop_at_step"] = run.stop_at_step
     if run.teacher is not None:  # "@full": the same cell's full run, in the same study folder
         config["distill"]["teacher"] = str(out.parent / run.teacher)
     return config

@@ -1,0 +1,224 @@
+"""From what the arms did to the answer: a score per arm, the pick, or an abstention.
+
+Finalists ran to their end over ``seeds`` seeds: their score is the mean of each seed's best
+evaluation (as a study scores a run) with an 80% t interval. A pruned arm's score is predicted
+from its best-so-far curve (:func:`~.curves.predict_final`: fitted curves, the remaining gains
+of reference curves of its lr family, and the seed noise measured on the finalists).
+
+The pick is the cheapest arm, by ``optimize`` (``train``: predicted training time;
+``inference``: its architecture's measured seconds per example, then training time;
+``accuracy``: the best score), whose score is within ``tolerance`` of the best arm's. It
+abstains ("no signal") when the best finalist does not clear the trivial baseline under the
+study's rule (:func:`freezetune.report.rules.signal`).
+
+>>> a = ArmFacts("a", "full (lr=0.0001)", "full", "full", "full", 1e-4, 100, 50, "finalist", 2,
+...              ((10, 0.6), (100, 0.9)), ((100, 50.0),), ((0, 0.9), (1, 0.88), (2, 0.89)))
+>>> b = ArmFacts("b", "head (lr=0.001)", "head", "head", "head", 1e-3, 100, 50, "stopped", 0,
+...              ((5, 0.5), (10, 0.55)), ((10, 1.0),))
+>>> advice = answer("x", [a, b], metric="accuracy", optimize="train", tolerance=0.01)
+>>> advice.pick, advice.arm("a").score.n, advice.arm("b").eligible
+('a', 3, False)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from statistics import NormalDist
+
+from freezetune.advise.advice import Advice, ArmResult, Score
+from freezetune.advise.costs import later_ratio, predict_time
+from freezetune.advise.curves import predict_final
+from freezetune.report.rules import Signal, signal
+
+__all__ = ["ArmFacts", "answer", "seed_noise"]
+
+LEVEL = 0.8
+Curves = Sequence[Sequence[tuple[float, float]]]
+
+
+@dataclass(frozen=True)
+class ArmFacts:
+    """What an arm did: ids and labels, its full run's ``budget`` and steps per epoch,
+    status (``finalist`` / ``stopped`` / ``failed``), the last ``rung`` it reached, its seed-0
+    ``curve`` ((step, score) per evaluation), ``times`` ((step, training seconds so far)),
+    finalists' ``seeds`` ((seed, best score)), its ``architecture`` and that architecture's
+    measured ``inference`` seconds per example (None: not measured)."""
+
+    id: str
+    label: str
+    strategy: str
+    freeze: str
+    family: str
+    lr: float
+    budget: int
+    per_epoch: int
+    status: str
+    rung: int
+    curve: tuple[tuple[int, float], ...]
+    times: tuple[tuple[int, float], ...]
+    seeds: tuple[tuple[int, float], ...] = ()
+    architecture: str = ""
+    inference: float | None = None
+    error: str | None = None
+
+
+def seed_noise(arms: Sequence[ArmFacts]) -> float:
+    """The pooled seed-to-seed SD of finalists' scores (0 with fewer than two seeds).
+
+    >>> round(seed_noise([ArmFacts("a", "", "", "", "", 0, 1, 1, "finalist", 0, (), (),
+    ...                            ((0, 0.80), (1, 0.82)))]), 4)
+    0.0141
+    """
+    squares, dof = 0.0, 0
+    for arm in arms:
+        values = [v for _, v in arm.seeds]
+        if len(values) >= 2:
+            squares += statistics.variance(values) * (len(values) - 1)
+            dof += len(values) - 1
+    return math.sqrt(squares / dof) if dof else 0.0
+
+
+def _bounds(metric: str) -> tuple[float, float]:
+    return (0.0, 1.0) if metric in ("accuracy", "f1") else (-1.0, 1.0)
+
+
+def _best_so_far(curve: Sequence[tuple[int, float]], budget: int) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for step, score in sorted(curve):
+        if math.isfinite(score):
+            best = max(score, out[-1][1]) if out else score
+            out.append((step / budget, best))
+    return out
+
+
+def _finalist_score(arm: ArmFacts, seed_sd: float) -> Score:
+    values = [v for _, v in arm.seeds]
+    mean = statistics.fmean(values)
+    if len(values) >= 2:
+        from scipy.stats import t
+
+        half = t.ppf(0.5 + LEVEL / 2, len(values) - 1) * statistics.stdev(values)
+        half /= math.sqrt(len(values))
+    else:
+        half = NormalDist().inv_cdf(0.5 + LEVEL / 2) * seed_sd
+    sd = statistics.stdev(values) if len(values) >= 2 else seed_sd
+    return Score(mean, mean - half, mean + half, sd, "observed", len(values), arm.seeds)
+
+
+def _score(arm: ArmFacts, seed_sd: float, metric: str, refs: Curves) -> Score | None:
+    if arm.status == "failed":
+        return None
+    if arm.status == "finalist" and arm.seeds:
+        return _finalist_score(arm, seed_sd)
+    curve = _best_so_far(arm.curve, arm.budget)
+    if not curve:
+        return None
+    p = predict_final(curve, seed_sd=seed_sd, level=LEVEL, references=refs, bounds=_bounds(metric))
+    return Score(p.mean, p.low, p.high, p.sd, p.source)
+
+
+def _ratios(arms: Sequence[ArmFacts]) -> dict[str, float]:
+    """Per strategy, the later-epoch speed ratio of the arm that ran furthest."""
+    found: dict[str, tuple[int, float]] = {}
+    for arm in arms:
+        ratio = later_ratio(arm.times, arm.per_epoch) if arm.times else None
+        reached = arm.times[-1][0] if arm.times else 0
+        if ratio is not None and reached > found.get(arm.strategy, (0, 0.0))[0]:
+            found[arm.strategy] = (reached, ratio)
+    return {strategy: ratio for strategy, (_, ratio) in found.items()}
+
+
+def _cost(optimize: str, arm: ArmResult) -> tuple[float, ...]:
+    time = arm.train_time.predicted if arm.train_time else math.inf
+    score = arm.score.mean if arm.score else -math.inf
+    if optimize == "inference":
+        return (arm.inference if arm.inference is not None else math.inf, time, -score)
+    if optimize == "accuracy":
+        return (-score, time)
+    return (time, -score)
+
+
+def _results(
+    arms: Sequence[ArmFacts], metric: str, seed_sd: float, refs: Callable[[str], Curves]
+) -> list[ArmResult]:
+    ratios = _ratios(arms)
+    out = []
+    for arm in arms:
+        time = predict_time(
+            arm.times, budget=arm.budget, per_epoch=arm.per_epoch, ratio=ratios.get(arm.strategy)
+        )
+        reached = max((s for s, _ in arm.curve), default=0)
+        out.append(
+            ArmResult(arm.id, arm.label, arm.strategy, arm.freeze, arm.lr, arm.budget, reached,
+                      arm.rung, arm.status, tuple(arm.curve),
+                      _score(arm, seed_sd, metric, refs(arm.family)), arm.family, time,
+                      arm.inference, arm.architecture, error=arm.error)  # fmt: skip
+        )
+    return out
+
+
+def answer(
+    name: str,
+    arms: Sequence[ArmFacts],
+    *,
+    metric: str,
+    optimize: str,
+    tolerance: float,
+    baseline: float | None = None,
+    references: Callable[[str], Curves] = lambda family: (),
+) -> Advice:
+    """The advice over ``arms`` (``tolerance`` in the metric's units: 0.01 = one point)."""
+    seed_sd = seed_noise(arms)
+    results = _results(arms, metric, seed_sd, references)
+    scored = [a for a in results if a.score is not None]
+    advice = Advice(name, tuple(results), metric=metric, optimize=optimize, tolerance=tolerance,
+                    baseline=baseline, seed_sd=seed_sd, inference_note=_inference_note(results))  # fmt: skip
+    if not scored:
+        return replace(advice, verdict="no signal", why="every arm failed")
+    top = max(scored, key=lambda a: a.score.mean if a.score else -math.inf)
+    bar = (top.score.mean if top.score else 0.0) - tolerance - 1e-12
+    eligible = {a.id for a in scored if a.score and a.score.mean >= bar}
+    results = [replace(a, eligible=a.id in eligible) for a in results]
+    finalists = [a for a in scored if a.status == "finalist" and a.score]
+    lead = max(finalists, key=lambda a: a.score.mean if a.score else 0.0, default=top)
+    sig = _signal(lead, baseline)
+    pick = min((a for a in results if a.eligible), key=lambda a: _cost(optimize, a))
+    advice = replace(advice, arms=tuple(results))
+    if not sig.clear:
+        why = sig.reason.replace("full fine-tuning", f"the best finalist ({lead.label})")
+        return replace(advice, verdict="no signal", why=why or "no arm clears the baseline")
+    return replace(advice, pick=pick.id, why=_why(pick, top, optimize, tolerance))
+
+
+def _signal(lead: ArmResult, baseline: float | None) -> Signal:
+    """The study's signal rule on the best finalist (its 95% CI low end over seeds)."""
+    score = lead.score
+    assert score is not None
+    values = [v for _, v in score.seeds]
+    low = math.nan
+    if len(values) >= 2:
+        from scipy.stats import t
+
+        half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+        low = score.mean - half
+    return signal(score.mean, low, baseline, max(len(values), 1))
+
+
+def _why(pick: ArmResult, top: ArmResult, optimize: str, tolerance: float) -> str:
+    if pick.id == top.id:
+        return f"{pick.label} scores best, and nothing within {100 * tolerance:g} points is cheaper"
+    what = {"train": "trains fastest", "inference": "is cheapest at inference",
+            "accuracy": "scores best"}[optimize]  # fmt: skip
+    return (f"{pick.label} {what} of the arms within {100 * tolerance:g} points of the best "
+            f"({top.label})")  # fmt: skip
+
+
+def _inference_note(results: Sequence[ArmResult]) -> str:
+    archs = {a.architecture for a in results if a.score is not None}
+    if len(archs) == 1:
+        return ("every arm here is the same model at inference (frozen layers and merged LoRA "
+                "change no shapes): inference cost does not separate them")  # fmt: skip
+    return ""

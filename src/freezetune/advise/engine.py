@@ -1,0 +1,244 @@
+"""Run an advise: successive halving over the arms on an executor, then the answer.
+
+1) plan (:mod:`~.context`, :mod:`~.spec`) and check every arm's inputs before anything is
+written (the study's preflight); 2) under the folder's lock, replay the stored rows
+(:mod:`~.store`) and ask :class:`~.halving.Halving` what is next: store its decision rows in
+one transaction, then train the arms it names up to their rung step on the executor (local
+processes or Ray, as a study's runs; :class:`~.ledger.ArmLedger` records what they did); repeat
+until the finalists finish; 3) run the finalists' other seeds; 4) answer
+(:mod:`~.answer`), train the pick to its end if it was pruned, answer again with its measured
+score; 5) write the report. Kill it at any point and run the same command: stored decisions
+are kept, finished rungs are read back, an arm killed mid-rung continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from freezetune.advise.advice import Advice
+from freezetune.advise.context import Context, eval_steps, read_context
+from freezetune.advise.facts import arm_facts, references_for
+from freezetune.advise.halving import Action, Decision, Halving
+from freezetune.advise.ledger import ArmLedger, observed_rows
+from freezetune.advise.answer import answer
+from freezetune.advise.spec import AdviseSpec
+from freezetune.advise.store import ensure_table, read_halving_rows, write_rows
+from freezetune.errors import UserError
+from freezetune.records import atomic_write_text
+from freezetune.study.executors import Executor, Ledger, make_executor
+from freezetune.study.spec import PlannedRun
+from freezetune.study.store import open_store, read_rows, study_lock
+from freezetune.study.worker import load_events, paused_at
+
+__all__ = ["AdviseOutcome", "run_advise"]
+
+FIRST = 1 / 9  # the first rung: 1/9 of every arm's run (two cuts of 1/3 with eta 3)
+PICK_ROUNDS = 3  # a pruned pick is trained to its end, and the answer taken again
+
+
+@dataclass(frozen=True)
+class AdviseOutcome:
+    folder: Path
+    advice: Advice
+    headline: str
+    files: tuple[Path, ...]
+
+
+@dataclass
+class _Run:
+    """One call's fixed parts."""
+
+    spec: AdviseSpec
+    folder: Path
+    context: Context
+    arms: list[PlannedRun]
+    plan: Halving
+    executor: Executor
+    progress: bool
+    conn: Any = None
+
+    def ledger(self, todo: list[PlannedRun], rungs: dict[str, int] | None = None) -> Ledger:
+        if rungs is None:  # finalists' seeds and the pick: plain runs
+            return Ledger(self.conn, self.folder, self.spec.name, todo, todo,
+                          progress=self.progress, executor=self.executor.name)  # fmt: skip
+        return ArmLedger(self.conn, self.folder, self.spec.name, self.arms, todo, rungs=rungs,
+                         metric=self.context.metric, progress=self.progress,
+                         executor=self.executor.name)  # fmt: skip
+
+
+def plan_of(spec: AdviseSpec, budget: int, n_arms: int) -> Halving:
+    ids = {f"arm{i}": budget for i in range(n_arms)}
+    first = FIRST if n_arms > spec.eta else 1 / spec.eta
+    return Halving.of(ids, eta=spec.eta, first=first, finalists=1, rung_score="best")
+
+
+def _prepare(spec: AdviseSpec) -> tuple[Context, list[PlannedRun], Halving]:
+    """Context, arms and plan; every arm's inputs checked (UserError before any write)."""
+    from freezetune.study.preflight import preflight
+
+    probe = spec.study.grid()
+    context = read_context(spec.study.base, [run.config for run in probe])
+    n = len(spec.strategies(context.hidden_size, context.modality))
+    shape = plan_of(spec, context.budget, n)
+    arms = spec.arms(context.hidden_size, eval_steps(shape), context.modality)
+    budgets = {arm.run_id: context.budget for arm in arms}  # the same plan, by run id
+    plan = Halving.of(budgets, eta=shape.eta, first=shape.first, finalists=1, rung_score="best")
+    preflight(arms)
+    return context, arms, plan
+
+
+def _save_spec(folder: Path, spec: AdviseSpec, arms: list[PlannedRun]) -> None:
+    """advise.yaml; a folder holding an advise of other arms is refused."""
+    import yaml
+
+    ids = [arm.run_id for arm in arms]
+    path = folder / "advise.yaml"
+    if path.is_file():
+        stored = yaml.safe_load(path.read_text("utf-8")) or {}
+        if stored.get("arm_ids") != ids:
+            raise UserError(
+                f"{folder} holds an advise of other arms (strategies, rates or settings "
+                "changed); pass another --name, or delete that folder"
+            )
+    text = yaml.safe_dump({**spec.to_dict(), "arm_ids": ids}, sort_keys=False)
+    atomic_write_text(path, f"# freezetune advise --config <this file>\n{text}")
+
+
+def _save_matching_study(folder: Path, run: _Run) -> None:
+    """``study.yaml``: the study that runs every arm to its end over the same seeds, for
+    ``--check`` (its seed-0 run ids are the arms')."""
+    ctx, seeds = run.context, tuple(range(run.spec.seeds))
+    study = run.spec.matching_study(ctx.hidden_size, _eval_at(run), seeds, ctx.modality)
+    study = dataclasses.replace(study, name=f"{run.spec.name}-study")
+    note = f"# the full study of these arms: freezetune advise --config ... --check runs/{study.name}\n"
+    atomic_write_text(folder / "study.yaml", note + study.to_yaml())
+
+
+def _read_back(run: _Run, actions: Sequence[Action]) -> list[Action]:
+    """Record arms a killed advise left paused at their rung step (their rows may be lost);
+    the rest still have to run."""
+    todo = []
+    for action in actions:
+        out = run.folder / "runs" / str(action.arm)
+        if paused_at(out) == action.run_to:
+            events = [e for e in load_events(out / "metrics.jsonl") if e.get("event") == "eval"]
+            rows = observed_rows(str(action.arm), action.rung, events, run.context.metric,
+                                 action.run_to)  # fmt: skip
+            write_rows(run.conn, rows)
+        else:
+            todo.append(action)
+    return todo
+
+
+def _halve(run: _Run) -> Decision:
+    """Successive halving to its end; every decision stored before the runs it starts."""
+    by_id = {arm.run_id: arm for arm in run.arms}
+    while True:
+        decision = run.plan.decide(read_halving_rows(run.conn))
+        write_rows(run.conn, decision.rows)
+        if decision.done:
+            return decision
+        actions = _read_back(run, decision.run)
+        if not actions:
+            continue
+        budget = run.context.budget  # the last rung runs to the end: no stop
+        todo = [
+            dataclasses.replace(by_id[str(a.arm)], stop_at_step=a.run_to if a.run_to < budget else None)
+            for a in actions
+        ]
+        rungs = {str(a.arm): a.rung for a in actions}
+        ledger = run.ledger(todo, rungs)
+        run.executor.run(todo, ledger)
+        ledger.close()
+
+
+def _finish(run: _Run, todo: list[PlannedRun]) -> None:
+    """Train ``todo`` to their ends (skipping those already finished)."""
+    done = {row.run_id for row in read_rows(run.conn) if row.status == "succeeded"}
+    todo = [r for r in todo if r.run_id not in done]
+    if todo:
+        ledger = run.ledger(todo)
+        run.executor.run(todo, ledger)
+        ledger.close()
+
+
+def _seeds(run: _Run, finalists: Sequence[str]) -> list[PlannedRun]:
+    """The finalists' other seeds (1 .. seeds-1), as full runs."""
+    seeds = tuple(range(1, run.spec.seeds))
+    if not seeds or not finalists:
+        return []
+    ctx = run.context
+    study = run.spec.matching_study(ctx.hidden_size, _eval_at(run), seeds, ctx.modality)
+    labels = {arm.strategy for arm in run.arms if arm.run_id in finalists}
+    return [planned for planned in study.grid() if planned.strategy in labels]
+
+
+def _eval_at(run: _Run) -> tuple[int, ...]:
+    return tuple(run.arms[0].config["train"]["eval_at"])
+
+
+def _answer(run: _Run, decision: Decision, extra: list[PlannedRun], refs: Callable[..., Any]) -> Advice:
+    from freezetune.study.baseline import read_baselines, baseline_key
+
+    facts = arm_facts(run.folder, run.arms, extra, decision, run.context)
+    found = read_baselines(run.folder).get(baseline_key(run.arms[0].config) or "")
+    value = None if found is None else found.metrics.get(run.context.metric)
+    return answer(run.spec.name, facts, metric=run.context.metric,
+                  optimize=run.spec.optimize, tolerance=run.spec.tolerance / 100,
+                  baseline=value, references=refs)  # fmt: skip
+
+
+def _complete_pick(run: _Run, decision: Decision, extra: list[PlannedRun], refs: Any) -> Advice:
+    """Answer; while the pick is an arm that was pruned, train it to its end and answer again."""
+    by_id = {arm.run_id: arm for arm in run.arms}
+    trained: list[PlannedRun] = []
+    for _ in range(PICK_ROUNDS):
+        advice = _answer(run, decision, extra + trained, refs)
+        pick = advice.pick
+        if pick is None or advice.arm(pick).status == "finalist":
+            return advice
+        trained.append(dataclasses.replace(by_id[pick], stop_at_step=None))
+        _finish(run, trained[-1:])
+    return _answer(run, decision, extra + trained, refs)
+
+
+def run_advise(
+    spec: AdviseSpec,
+    out_root: str | Path = "runs",
+    *,
+    executor: str | Executor = "local",
+    jobs: int = 1,
+    progress: bool = True,
+    references: Sequence[str | Path] = (),
+) -> AdviseOutcome:
+    """Advise on ``spec`` into ``out_root/<name>/`` (see the module docstring)."""
+    from freezetune.advise.render import write_advice
+    from freezetune.study.baseline import ensure_baselines
+
+    started = time.monotonic()
+    chosen = make_executor(executor, jobs=jobs) if isinstance(executor, str) else executor
+    context, arms, plan = _prepare(spec)
+    refs = references_for(references, context)
+    folder = Path(out_root) / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    with study_lock(folder, spec.name):
+        _save_spec(folder, spec, arms)
+        ensure_baselines(folder, [arms[0].config])
+        run = _Run(spec, folder, context, arms, plan, chosen, progress, open_store(folder / "results.sqlite"))
+        try:
+            ensure_table(run.conn)
+            _save_matching_study(folder, run)
+            decision = _halve(run)
+            extra = _seeds(run, decision.finalists)
+            _finish(run, extra)
+            advice = _complete_pick(run, decision, extra, refs)
+        finally:
+            run.conn.close()
+        advice = dataclasses.replace(advice, wall_s=round(time.monotonic() - started, 1))
+        written = write_advice(folder, advice)
+    return AdviseOutcome(folder, advice, written.headline, written.files)

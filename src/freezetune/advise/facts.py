@@ -1,0 +1,132 @@
+"""Read what each arm did from its run folder: the facts :func:`~.answer.answer` takes.
+
+An arm's folder (``<advise>/runs/<run id>``) holds its ``metrics.jsonl`` (every evaluation,
+with the training seconds so far) and, once it ran to its end, ``result.json`` (its best score
+and the saved model's inference cost). The finalists' other seeds are runs of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from freezetune.advise.answer import ArmFacts, Curves
+from freezetune.advise.context import Context
+from freezetune.advise.costs import time_points
+from freezetune.advise.halving import Decision
+from freezetune.advise.lrs import family_of
+from freezetune.study.spec import PlannedRun
+from freezetune.study.worker import load_events
+
+__all__ = ["architecture", "arm_facts", "references_for"]
+
+
+def architecture(config: dict[str, Any]) -> str:
+    """The model a run leaves at inference: frozen or not, LoRA merged, the same network;
+    a cut student is another.
+
+    >>> architecture({"model": {"name": "minilm-l6"}, "distill": {"student_layers": 3}})
+    'minilm-l6 cut to 3 blocks'
+    """
+    name = (config.get("model") or {}).get("name", "model")
+    student = (config.get("distill") or {}).get("student_layers")
+    return f"{name} cut to {student} blocks" if student else str(name)
+
+
+def _result(folder: Path) -> dict[str, Any] | None:
+    path = folder / "result.json"
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    return data
+
+
+def _best(result: dict[str, Any] | None, metric: str) -> float | None:
+    value = ((result or {}).get("best") or {}).get(metric)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _inference(runs: Path, planned: Sequence[PlannedRun]) -> dict[str, float]:
+    """Seconds per example of each architecture, over its runs that measured it."""
+    found: dict[str, list[float]] = {}
+    for run in planned:
+        measured = ((_result(runs / run.run_id) or {}).get("inference") or {}).get("examples_per_s")
+        if isinstance(measured, int | float) and measured > 0:
+            found.setdefault(architecture(run.config), []).append(1 / measured)
+    return {arch: sum(v) / len(v) for arch, v in found.items()}
+
+
+def _status(arm: str, decision: Decision, finished: bool, failed: bool) -> tuple[str, int]:
+    """finalist (ran to its end: the last rung), stopped at a rung, or failed."""
+    stopped = dict(decision.stopped)
+    if finished:
+        return "finalist", decision.rung
+    return ("failed" if failed else "stopped"), stopped.get(arm, 0)
+
+
+def arm_facts(
+    folder: Path,
+    arms: Sequence[PlannedRun],
+    extra: Sequence[PlannedRun],
+    decision: Decision,
+    context: Context,
+) -> list[ArmFacts]:
+    """One :class:`ArmFacts` per arm, in the arms' order (``extra``: finalists' other seeds
+    and arms trained to their end after the halving)."""
+    runs, metric = folder / "runs", context.metric
+    speeds = _inference(runs, [*arms, *extra])
+    out = []
+    for arm in arms:
+        events = [e for e in load_events(runs / arm.run_id / "metrics.jsonl")
+                  if e.get("event") == "eval"]  # fmt: skip
+        curve = tuple(
+            (int(e["step"]), float(e[metric]) if isinstance(e.get(metric), int | float) else math.nan)
+            for e in events
+        )
+        results = [(arm.seed, _best(_result(runs / arm.run_id), metric))]
+        results += [(r.seed, _best(_result(runs / r.run_id), metric)) for r in extra
+                    if r.strategy == arm.strategy and r.seed != arm.seed]  # fmt: skip
+        seeds = tuple((s, v) for s, v in results if v is not None)
+        finished = results[0][1] is not None
+        error_path = runs / arm.run_id / "error.txt"
+        failed = error_path.is_file() or not any(math.isfinite(v) for _, v in curve)
+        status, rung = _status(arm.run_id, decision, finished, failed)
+        out.append(ArmFacts(
+            arm.run_id, arm.strategy, _strategy(arm), arm.freeze, family_of(_family_label(arm)),
+            arm.lr, context.budget, context.per_epoch, status, rung, curve,
+            tuple(time_points(events)), seeds if finished else (), architecture(arm.config),
+            speeds.get(architecture(arm.config)),
+            error_path.read_text("utf-8").strip() if error_path.is_file() else None,
+        ))  # fmt: skip
+    return out
+
+
+def _strategy(arm: PlannedRun) -> str:
+    """The arm's label without its lr: ``"bottom:3 (lr=0.0001)"`` -> ``"bottom:3"``."""
+    label, sep, rest = arm.strategy.partition(" (")
+    if not sep:
+        return label
+    kept = [item for item in rest.rstrip(")").split(", ") if not item.startswith("lr=")]
+    return f"{label} ({', '.join(kept)})" if kept else label
+
+
+def _family_label(arm: PlannedRun) -> str:
+    student = (arm.config.get("distill") or {}).get("student_layers")
+    return arm.freeze + (f" (student={student})" if student else "")
+
+
+def references_for(sources: Sequence[str | Path], context: Context) -> Callable[[str], Curves]:
+    """Reference curves per lr family: the user's study folders, then those shipped with
+    freezetune (:mod:`~.references`)."""
+    from freezetune.advise import references
+
+    found = references.from_folders([Path(s) for s in sources]) + references.shipped()
+
+    def for_family(family: str) -> Curves:
+        curves, _ = references.pick(found, task=context.task, model=context.model, family=family)
+        return curves
+
+    return for_family

@@ -1,0 +1,90 @@
+"""The advise process's ledger: a study ledger that also records what successive halving needs.
+
+An executor (local processes, Ray: :mod:`freezetune.study.executors`) trains each arm up to
+its rung step (``PlannedRun.stop_at_step``) and hands the outcome to the ledger, as in a study.
+:class:`ArmLedger` records a paused arm (``runs`` row ``paused``, its checkpoint kept), and for
+every arm the rung rows of :mod:`~.store`: each evaluation as an ``observed`` row, a crash, a
+non-finite score or an arm that did not reach its rung step as a ``failed`` row. All in the
+one writer, so a killed advise reads them back intact.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from freezetune.advise.halving import FAILED, OBSERVED, Row
+from freezetune.advise.store import write_rows
+from freezetune.study.executors import Ledger
+from freezetune.study.spec import PlannedRun
+from freezetune.study.store import pause_run
+from freezetune.study.worker import RunOutcome
+
+__all__ = ["ArmLedger", "observed_rows"]
+
+
+def observed_rows(
+    arm: str, rung: int, curve: list[dict[str, Any]], metric: str, reached: int
+) -> list[Row]:
+    """The evaluations of ``curve`` up to step ``reached`` as rows (a missing or non-finite
+    score: NaN, which halving ranks last).
+
+    >>> observed_rows("a", 0, [{"step": 5, "accuracy": 0.6}, {"step": 9, "accuracy": 0.7}],
+    ...               "accuracy", 5)
+    [Row(arm='a', rung=0, step=5, score=0.6, kind='observed')]
+    """
+    rows = []
+    for event in curve:
+        step = int(event.get("step", 0))
+        if 0 < step <= reached:
+            value = event.get(metric)
+            score = float(value) if isinstance(value, int | float) else math.nan
+            rows.append(Row(arm, rung, step, score, OBSERVED))
+    return rows
+
+
+class ArmLedger(Ledger):
+    """A :class:`~freezetune.study.executors.Ledger` for advise's arms (see the module)."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        folder: Path,
+        name: str,
+        planned: list[PlannedRun],
+        todo: list[PlannedRun],
+        *,
+        rungs: dict[str, int],
+        metric: str,
+        progress: bool = True,
+        executor: str = "local",
+    ) -> None:
+        super().__init__(conn, folder, name, planned, todo, progress=progress, executor=executor)
+        self.rungs, self.metric = rungs, metric
+
+    def end(self, run: PlannedRun, outcome: RunOutcome) -> bool:
+        """Record the outcome; True if the arm reached its rung step with a finite score."""
+        rung = self.rungs.get(run.run_id, 0)
+        target = run.stop_at_step
+        reached = outcome.resumed_from if outcome.status == "paused" else None
+        if outcome.status == "paused" and reached == target:
+            pause_run(self.conn, run.run_id, outcome.curve)
+            self.running.pop(run.run_id, None)
+            self.busy.discard(run.run_id)
+            self.ended += 1
+            self.show()
+            ok = True
+        elif outcome.status == "paused":  # stopped elsewhere (a signal's checkpoint)
+            why = f"paused at step {reached}, not at its rung step {target}"
+            ok = super().end(run, RunOutcome.failed(why))
+        else:
+            ok = super().end(run, outcome)
+        steps = [int(e.get("step", 0)) for e in outcome.curve]
+        last = target if ok and target is not None else max(steps, default=0)
+        rows = observed_rows(run.run_id, rung, outcome.curve, self.metric, last) if ok else []
+        if not ok or not rows or not math.isfinite(rows[-1].score or math.nan):
+            rows.append(Row(run.run_id, rung, last, None, FAILED))
+        write_rows(self.conn, rows)
+        return ok and rows[-1].kind == OBSERVED
