@@ -21,6 +21,7 @@ __all__ = [
     "PROVENANCE_KEYS",
     "RunResult",
     "append_jsonl",
+    "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "current_names",
@@ -40,11 +41,16 @@ PACKAGES = ("freezetune", "torch", "transformers", "tokenizers", "numpy", "sciki
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` so that readers see the old file or the new one, never half of it."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never half of it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -89,7 +89,8 @@ class Advice:
     """The whole answer. ``pick``: the recommended arm's id (None when it abstains), ``why``:
     one sentence, ``verdict``: ``pick`` or ``no signal``; ``run``: the pick's trained run
     folder (``pipeline(run)`` loads it); ``baseline``: the trivial baseline's score (None:
-    unknown); ``plan``: eta, rung fractions and sizes; ``wall_s``: advise's own wall time."""
+    unknown); ``plan``: eta, rung fractions and sizes; ``wall_s``: advise's own wall time;
+    ``modality``: what the model reads (``text``, ``image``: how the pick's run is loaded)."""
 
     name: str
     arms: tuple[ArmResult, ...] = ()
@@ -108,6 +109,7 @@ class Advice:
     plan: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
     inference_note: str = ""
+    modality: str = "text"
 
     def arm(self, arm_id: str) -> ArmResult:
         return next(a for a in self.arms if a.id == arm_id)

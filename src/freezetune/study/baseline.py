@@ -30,7 +30,6 @@ import numpy as np
 
 from freezetune.config import RunConfig
 from freezetune.metrics import compute_metrics
-from freezetune.modality import modality_of
 from freezetune.records import atomic_write_text
 from freezetune.study.spec import config_hash
 from freezetune.tasks import TaskInfo
@@ -109,6 +108,8 @@ def trivial_baseline(task: TaskInfo, labels: np.ndarray) -> Baseline:
 def compute_baseline(config: dict[str, Any]) -> Baseline:
     """Load a run's dev examples as its training does (same subset and seed) and score the
     trivial baseline on them. Raises (UserError, OSError, ...) when the data can't be loaded."""
+    from freezetune.modality import modality_of  # imports torch: only when data is loaded
+
     run = RunConfig.from_dict(config)
     loaded = modality_of(run).load_data(run)
     return trivial_baseline(loaded.task, np.array([ex.label for ex in loaded.validation]))
