@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,18 @@ class Advice:
         return cls(**{**{k: v for k, v in data.items() if k in known}, "arms": arms})
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
+        """Strict JSON: a NaN (a failed evaluation) is written as null."""
+        return json.dumps(_finite(self.to_dict()), indent=1, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _arm(data: dict[str, Any]) -> ArmResult:
@@ -133,7 +145,7 @@ def _arm(data: dict[str, Any]) -> ArmResult:
         seeds = tuple((int(s), float(v)) for s, v in score.get("seeds", ()))
         score = Score(**{**score, "seeds": seeds})
     time = data.get("train_time")
-    curve = tuple((int(s), float(v)) for s, v in data.get("curve", ()))
+    curve = tuple((int(s), math.nan if v is None else float(v)) for s, v in data.get("curve", ()))
     return ArmResult(
         **{
             **data,

@@ -64,8 +64,10 @@ class _Run:
 
     def ledger(self, todo: list[PlannedRun], rungs: dict[str, int] | None = None) -> Ledger:
         if rungs is None:  # finalists' seeds and the pick: plain runs
-            return Ledger(self.conn, self.folder, self.spec.name, todo, todo,
-                          progress=self.progress, executor=self.executor.name)  # fmt: skip
+            ledger = Ledger(self.conn, self.folder, self.spec.name, todo, todo,
+                            progress=self.progress, executor=self.executor.name)  # fmt: skip
+            ledger.noun = "advise"
+            return ledger
         return ArmLedger(self.conn, self.folder, self.spec.name, self.arms, todo, rungs=rungs,
                          metric=self.context.metric, progress=self.progress,
                          executor=self.executor.name)  # fmt: skip
@@ -188,9 +190,18 @@ def _answer(run: _Run, decision: Decision, extra: list[PlannedRun], refs: Callab
     facts = arm_facts(run.folder, run.arms, extra, decision, run.context)
     found = read_baselines(run.folder).get(baseline_key(run.arms[0].config) or "")
     value = None if found is None else found.metrics.get(run.context.metric)
-    return answer(run.spec.name, facts, metric=run.context.metric,
-                  optimize=run.spec.optimize, tolerance=run.spec.tolerance / 100,
-                  baseline=value, references=refs)  # fmt: skip
+    advice = answer(run.spec.name, facts, metric=run.context.metric,
+                    optimize=run.spec.optimize, tolerance=run.spec.tolerance / 100,
+                    baseline=value, references=refs)  # fmt: skip
+    plan = run.plan
+    first = {str(arm.id): plan.steps(arm.id, 0) for arm in plan.arms}
+    shown = {"eta": plan.eta, "fractions": list(plan.fractions), "sizes": list(plan.sizes),
+             "cost_fraction": plan.cost_fraction(), "first_steps": first,
+             "eval_at": list(_eval_at(run))}  # fmt: skip
+    where = str(run.folder / "runs" / advice.pick) if advice.pick else None
+    ctx = run.context
+    return dataclasses.replace(advice, plan=shown, modality=ctx.modality, model=ctx.model,
+                               task=ctx.task, seeds=run.spec.seeds, run=where)  # fmt: skip
 
 
 def _complete_pick(run: _Run, decision: Decision, extra: list[PlannedRun], refs: Any) -> Advice:
@@ -241,4 +252,5 @@ def run_advise(
             run.conn.close()
         advice = dataclasses.replace(advice, wall_s=round(time.monotonic() - started, 1))
         written = write_advice(folder, advice)
-    return AdviseOutcome(folder, advice, written.headline, written.files)
+    files = (written.json, written.markdown, written.html, written.plot)
+    return AdviseOutcome(folder, advice, written.headline, files)

@@ -48,6 +48,8 @@ def observed_rows(
 class ArmLedger(Ledger):
     """A :class:`~freezetune.study.executors.Ledger` for advise's arms (see the module)."""
 
+    noun = "advise"
+
     def __init__(
         self,
         conn: sqlite3.Connection,

@@ -65,6 +65,8 @@ def next_ready(queue: list[PlannedRun], active: list[PlannedRun]) -> PlannedRun 
 class Ledger:
     """Records a grid's runs as they start and end; shows its progress line on stderr."""
 
+    noun = "study"  # what the progress line calls the job
+
     def __init__(
         self,
         conn: sqlite3.Connection,
@@ -157,7 +159,7 @@ class Ledger:
             self.initial + self.ended,
             len(self.planned),
             time.monotonic() - self.started,
-            prefix=f"study {self.name}",
+            prefix=f"{self.noun} {self.name}",
             unit="run",
             initial=self.initial,
             postfix=postfix,
