@@ -192,4 +192,4 @@ def test_check_refuses_a_study_of_other_arms_in_one_line(advised, tiny_bert, tmp
     run_study(other, tmp_path, progress=False, report=False)
     root = advised.folder.parent
     code = main(cli_args(tiny_bert, root, "--check", str(tmp_path / "other")))
-    assert_one_line_error(code, capsys.readouterr().err, "--check")
+    assert_one_line_error(code, capsys.readouterr().err, "advise arm", "study other")

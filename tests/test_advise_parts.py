@@ -57,9 +57,16 @@ def test_bad_advise_settings_are_refused(advise, needle):
 
 
 def test_a_teacher_in_the_grid_is_refused_with_the_fix():
-    with pytest.raises(UserError, match="set distill.teacher to a finished run folder"):
-        AdviseSpec.from_dict({"name": "x", "strategies": [
-            "full", {"freeze": "full", "distill.student_layers": 1, "distill.teacher": "@full"}]})
+    with pytest.raises(UserError, match=r"set distill\.teacher to a finished run folder"):
+        AdviseSpec.from_dict(
+            {
+                "name": "x",
+                "strategies": [
+                    "full",
+                    {"freeze": "full", "distill.student_layers": 1, "distill.teacher": "@full"},
+                ],
+            }
+        )
 
 
 def test_evaluations_land_on_every_rung_step_and_four_inside_the_first():
@@ -131,4 +138,22 @@ def test_one_architecture_is_said_to_be_one_model_at_inference():
     got = answer("x", [a, b], metric="accuracy", optimize="inference", tolerance=0.01)
     assert "same model at inference" in got.inference_note
     c = arm("c", "full (student=3)", "finalist", (0.9,), ((100, 0.9),), architecture="s")
-    assert answer("x", [a, c], metric="accuracy", optimize="train", tolerance=0.01).inference_note == ""
+    mixed = answer("x", [a, c], metric="accuracy", optimize="train", tolerance=0.01)
+    assert mixed.inference_note == ""
+
+
+def test_eval_at_is_a_list_of_steps_that_leaves_older_run_ids_alone():
+    from freezetune.config import RunConfig, TrainConfig
+    from freezetune.options import identity
+    from freezetune.study.spec import config_hash
+
+    config = RunConfig.from_dict({"train": {"eval_at": "5, 10"}})
+    assert config.train.eval_at == (5, 10)
+    assert [config.train.evaluates_at(s) for s in (5, 6, 10)] == [True, False, True]
+    assert TrainConfig(eval_every=3).evaluates_at(6) and not TrainConfig().evaluates_at(7)
+    for bad, needle in (("5,x", "must be an int"), ([0], "steps >= 1")):
+        with pytest.raises(UserError, match=needle):
+            RunConfig.from_dict({"train": {"eval_at": bad}})
+    plain = identity(RunConfig())
+    assert "eval_at" not in plain["train"]  # runs stored before it keep their run_ids
+    assert config_hash(plain) != config_hash(identity(config))

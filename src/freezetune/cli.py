@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from freezetune.advise.cli import add_advise_args, cmd_advise
 from freezetune.config import RunConfig, apply_overrides, load_yaml
 from freezetune.errors import UserError
 from freezetune.flags import Flag, add_config_flags, add_overrides, apply_flags, config_flags
-from freezetune.advise.cli import add_advise_args, cmd_advise
 from freezetune.study.cli import add_report_args, add_study_args, cmd_report, cmd_study
 
 if TYPE_CHECKING:

@@ -210,12 +210,10 @@ class TrainConfig:
     eval_every: int | None = option(
         None, "also evaluate every N optimizer steps (always at each epoch end)", bounds=AT_LEAST_1
     )
-    eval_at: tuple[int, ...] | None = option(
-        None,
-        "also evaluate after these optimizer steps (comma-separated; advise's rungs)",
-        flag=False,
-        absent_means=None,  # added after runs were stored: their run_ids stay
-    )
+    eval_at: tuple[int, ...] | None = option(  # absent_means: stored runs keep their run_ids
+        None, "also evaluate after these optimizer steps (advise's rungs)", flag=False,
+        absent_means=None,
+    )  # fmt: skip
     threads: int | None = option(
         None, "torch intra-op threads (default: torch's own)", bounds=AT_LEAST_1, study=True
     )
@@ -281,17 +279,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         validate_section(self)
-        if self.eval_at is not None and any(step < 1 for step in self.eval_at):
+        if any(step < 1 for step in self.eval_at or ()):
             raise UserError(f"train.eval_at must list optimizer steps >= 1, got {self.eval_at}")
 
     def evaluates_at(self, step: int) -> bool:
-        """Whether the loop evaluates after optimizer ``step`` (besides each epoch's end).
-
-        >>> TrainConfig(eval_every=10, eval_at=(3,)).evaluates_at(3), TrainConfig().evaluates_at(3)
-        (True, False)
-        """
-        every = bool(self.eval_every) and step % (self.eval_every or 1) == 0
-        return every or step in (self.eval_at or ())
+        """Whether the loop evaluates after optimizer ``step`` (besides each epoch's end)."""
+        return step % (self.eval_every or step + 1) == 0 or step in (self.eval_at or ())
 
 
 @dataclass(frozen=True)
@@ -361,9 +354,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if kind is tuple:
         items = value.split(",") if isinstance(value, str) else list(value)
         texts = [str(v).strip() for v in items if str(v).strip()]
-        if item_kind(hint) is int:
-            return tuple(_coerce(text, int, where) for text in texts)
-        return tuple(texts)
+        return tuple(_coerce(text, item_kind(hint), where) for text in texts)
     if kind is bool:
         if isinstance(value, bool):
             return value

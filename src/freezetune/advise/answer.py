@@ -6,8 +6,9 @@ from its best-so-far curve (:func:`~.curves.predict_final`: fitted curves, the r
 of reference curves of its lr family, and the seed noise measured on the finalists).
 
 The pick is the cheapest arm, by ``optimize`` (``train``: predicted training time;
-``inference``: its architecture's measured seconds per example, then training time;
-``accuracy``: the best score), whose score is within ``tolerance`` of the best arm's. It
+``inference``: its architecture's measured seconds per example; ``accuracy``: the best
+score), whose score is within ``tolerance`` of the best arm's; costs within 10% of the least
+are ties, won by the higher score (so timing noise does not decide). It
 abstains ("no signal") when the best finalist does not clear the trivial baseline under the
 study's rule (:func:`freezetune.report.rules.signal`).
 
@@ -29,13 +30,15 @@ from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 from freezetune.advise.advice import Advice, ArmResult, Score
-from freezetune.advise.costs import later_ratio, predict_time
+from freezetune.advise.costs import epoch_rate, later_ratio, predict_time
 from freezetune.advise.curves import predict_final
 from freezetune.report.rules import Signal, signal
 
 __all__ = ["ArmFacts", "answer", "seed_noise"]
 
 LEVEL = 0.8
+#: costs within 10% of the least are ties: a run's training time varies by about that much
+COST_NOISE = 0.10
 Curves = Sequence[Sequence[tuple[float, float]]]
 
 
@@ -120,42 +123,74 @@ def _score(arm: ArmFacts, seed_sd: float, metric: str, refs: Curves) -> Score | 
     return Score(p.mean, p.low, p.high, p.sd, p.source)
 
 
-def _ratios(arms: Sequence[ArmFacts]) -> dict[str, float]:
-    """Per strategy, the later-epoch speed ratio of the arm that ran furthest."""
-    found: dict[str, tuple[int, float]] = {}
+def _speeds(arms: Sequence[ArmFacts]) -> dict[str, tuple[float | None, float | None]]:
+    """Per strategy (the lr changes nothing about a step's cost): the first epoch's seconds
+    per step measured over the longest stretch any of its arms ran, and the later-epoch speed
+    ratio of the arm that ran furthest."""
+    found: dict[str, tuple[int, float | None, int, float | None]] = {}
     for arm in arms:
-        ratio = later_ratio(arm.times, arm.per_epoch) if arm.times else None
-        reached = arm.times[-1][0] if arm.times else 0
-        if ratio is not None and reached > found.get(arm.strategy, (0, 0.0))[0]:
-            found[arm.strategy] = (reached, ratio)
-    return {strategy: ratio for strategy, (_, ratio) in found.items()}
+        if not arm.times:
+            continue
+        span, rate = min(arm.times[-1][0], arm.per_epoch), epoch_rate(arm.times, arm.per_epoch)
+        ratio = later_ratio(arm.times, arm.per_epoch)
+        best = found.get(arm.strategy, (0, None, 0, None))
+        if rate is not None and span > best[0]:
+            best = (span, rate, *best[2:])
+        if ratio is not None and arm.times[-1][0] > best[2]:
+            best = (*best[:2], arm.times[-1][0], ratio)
+        found[arm.strategy] = best
+    return {strategy: (rate, ratio) for strategy, (_, rate, _, ratio) in found.items()}
 
 
-def _cost(optimize: str, arm: ArmResult) -> tuple[float, ...]:
-    time = arm.train_time.predicted if arm.train_time else math.inf
-    score = arm.score.mean if arm.score else -math.inf
-    if optimize == "inference":
-        return (arm.inference if arm.inference is not None else math.inf, time, -score)
+def _cost(optimize: str, arm: ArmResult) -> float:
+    """What ``optimize`` minimises (inf: unknown)."""
     if optimize == "accuracy":
-        return (-score, time)
-    return (time, -score)
+        return -(arm.score.mean if arm.score else -math.inf)
+    if optimize == "inference":
+        return arm.inference if arm.inference is not None else math.inf
+    return arm.train_time.predicted if arm.train_time else math.inf
+
+
+def _cheapest(eligible: Sequence[ArmResult], optimize: str) -> ArmResult:
+    """The cheapest arm; costs within :data:`COST_NOISE` of the least are ties (timings vary
+    from run to run by about that much), won by the higher score, then the arms' order."""
+    least = min(_cost(optimize, a) for a in eligible)
+    band = least + abs(least) * COST_NOISE if math.isfinite(least) else least
+    tied = [a for a in eligible if _cost(optimize, a) <= band]
+    return max(tied, key=lambda a: a.score.mean if a.score else -math.inf)
 
 
 def _results(
     arms: Sequence[ArmFacts], metric: str, seed_sd: float, refs: Callable[[str], Curves]
 ) -> list[ArmResult]:
-    ratios = _ratios(arms)
+    speeds = _speeds(arms)
     out = []
     for arm in arms:
+        rate, ratio = speeds.get(arm.strategy, (None, None))
         time = predict_time(
-            arm.times, budget=arm.budget, per_epoch=arm.per_epoch, ratio=ratios.get(arm.strategy)
+            arm.times, budget=arm.budget, per_epoch=arm.per_epoch, ratio=ratio, rate=rate
         )
         reached = max((s for s, _ in arm.curve), default=0)
+        score = _score(arm, seed_sd, metric, refs(arm.family))
         out.append(
-            ArmResult(arm.id, arm.label, arm.strategy, arm.freeze, arm.lr, arm.budget, reached,
-                      arm.rung, arm.status, tuple(arm.curve),
-                      _score(arm, seed_sd, metric, refs(arm.family)), arm.family, time,
-                      arm.inference, arm.architecture, error=arm.error)  # fmt: skip
+            ArmResult(
+                arm.id,
+                arm.label,
+                arm.strategy,
+                arm.freeze,
+                arm.lr,
+                arm.budget,
+                reached,
+                arm.rung,
+                arm.status,
+                tuple(arm.curve),
+                score,
+                family=arm.family,
+                train_time=time,
+                inference=arm.inference,
+                architecture=arm.architecture,
+                error=arm.error,
+            )
         )
     return out
 
@@ -169,8 +204,11 @@ def answer(
     tolerance: float,
     baseline: float | None = None,
     references: Callable[[str], Curves] = lambda family: (),
+    observed_only: bool = False,
 ) -> Advice:
-    """The advice over ``arms`` (``tolerance`` in the metric's units: 0.01 = one point)."""
+    """The advice over ``arms`` (``tolerance`` in the metric's units: 0.01 = one point). The
+    bar is the best *measured* score less ``tolerance`` (a prediction makes an arm a candidate,
+    never raises the bar); ``observed_only``: pick among arms that ran to their end."""
     seed_sd = seed_noise(arms)
     results = _results(arms, metric, seed_sd, references)
     scored = [a for a in results if a.score is not None]
@@ -178,14 +216,16 @@ def answer(
                     baseline=baseline, seed_sd=seed_sd, inference_note=_inference_note(results))  # fmt: skip
     if not scored:
         return replace(advice, verdict="no signal", why="every arm failed")
-    top = max(scored, key=lambda a: a.score.mean if a.score else -math.inf)
-    bar = (top.score.mean if top.score else 0.0) - tolerance - 1e-12
-    eligible = {a.id for a in scored if a.score and a.score.mean >= bar}
+    measured = [a for a in scored if a.score and a.score.source == "observed"]
+    top = max(measured or scored, key=lambda a: a.score.mean if a.score else -math.inf)
+    bar = (top.score.mean if top.score else 0.0) - tolerance - 1e-12  # predictions don't raise it
+    eligible = {
+        a.id for a in (measured if observed_only else scored) if a.score and a.score.mean >= bar
+    }
     results = [replace(a, eligible=a.id in eligible) for a in results]
-    finalists = [a for a in scored if a.status == "finalist" and a.score]
-    lead = max(finalists, key=lambda a: a.score.mean if a.score else 0.0, default=top)
+    lead = max(measured or scored, key=lambda a: (a.score.n, a.score.mean) if a.score else (0, 0))
     sig = _signal(lead, baseline)
-    pick = min((a for a in results if a.eligible), key=lambda a: _cost(optimize, a))
+    pick = _cheapest([a for a in results if a.eligible], optimize)
     advice = replace(advice, arms=tuple(results))
     if not sig.clear:
         why = sig.reason.replace("full fine-tuning", f"the best finalist ({lead.label})")

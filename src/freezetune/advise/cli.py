@@ -17,8 +17,8 @@ from freezetune.config import load_yaml
 from freezetune.errors import UserError
 from freezetune.flags import add_config_flags, add_flag, add_overrides, flag_for
 from freezetune.study.cli import (
-    base_flags,
     add_executor_args,
+    base_flags,
     base_from_args,
     duration,
     executor_from_args,
@@ -91,22 +91,21 @@ def advise_spec_from_args(args: argparse.Namespace) -> Any:
 def _check(args: argparse.Namespace, folder: Path) -> int:
     from freezetune.advise.advice import read_advice
     from freezetune.advise.check import check_advice
-    from freezetune.advise.references import from_folders
+    from freezetune.advise.references import from_folders, shipped
     from freezetune.study.store import open_store, read_rows
 
     study = Path(args.check)
     if not (study / "results.sqlite").is_file():
         raise UserError(f"--check {study}: no results.sqlite there; pass a study folder")
     if not (folder / "advice.json").is_file():
-        raise UserError(
-            f"no advice in {folder}; run the same command without --check first"
-        )
+        raise UserError(f"no advice in {folder}; run the same command without --check first")
     conn = open_store(study / "results.sqlite")
     try:
         rows = read_rows(conn)
     finally:
         conn.close()
-    found = check_advice(read_advice(folder), rows, references=from_folders(_references(args)))
+    references = shipped() + from_folders(_references(args))
+    found = check_advice(read_advice(folder), rows, references=references, study=study.name)
     print(found.markdown())
     return 0
 

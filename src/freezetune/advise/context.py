@@ -14,6 +14,7 @@ the end of each later rung; the last rung ends with the run's own epoch-end eval
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,7 @@ def eval_steps(plan: Halving) -> tuple[int, ...]:
     arm = plan.arms[0].id
     rungs = [plan.steps(arm, k) for k in range(plan.promotions + 1)]
     steps = {max(1, round(rungs[0] * j / 4)) for j in range(1, 5)}
-    for before, after in zip(rungs, rungs[1:], strict=False):
+    for before, after in itertools.pairwise(rungs):
         steps |= {round((before + after) / 2), after}
     return tuple(sorted(s for s in steps if s < rungs[-1]))
 

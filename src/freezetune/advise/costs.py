@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from freezetune.advise.advice import TrainTime
 
-__all__ = ["later_ratio", "predict_time", "time_points"]
+__all__ = ["epoch_rate", "later_ratio", "predict_time", "time_points"]
 
 Point = tuple[int, float]  # (optimizer step, training seconds so far)
 
@@ -54,6 +54,11 @@ def _rate(points: Sequence[Point], start: int, end: int) -> float | None:
     return (ends[-1][1] - ends[0][1]) / (ends[-1][0] - ends[0][0])
 
 
+def epoch_rate(points: Sequence[Point], per_epoch: int) -> float | None:
+    """Seconds per step in the first epoch (None: fewer than two points in it)."""
+    return _rate(points, 0, per_epoch)
+
+
 def later_ratio(points: Sequence[Point], per_epoch: int) -> float | None:
     """Seconds per step in the epochs after the first over those in the first (None: the arm
     did not get past its first epoch)."""
@@ -65,9 +70,15 @@ def later_ratio(points: Sequence[Point], per_epoch: int) -> float | None:
 
 
 def predict_time(
-    points: Sequence[Point], *, budget: int, per_epoch: int, ratio: float | None
+    points: Sequence[Point],
+    *,
+    budget: int,
+    per_epoch: int,
+    ratio: float | None,
+    rate: float | None = None,
 ) -> TrainTime:
-    """The arm's whole-run training seconds; ``ratio``: a sibling's :func:`later_ratio`."""
+    """The arm's whole-run training seconds; ``ratio``: a sibling's :func:`later_ratio`;
+    ``rate``: the first epoch's seconds per step measured over a longer stretch (a sibling's)."""
     if not points:
         return TrainTime(0.0, 0.0, "none")
     reached, measured = points[-1]
@@ -76,6 +87,8 @@ def predict_time(
     epoch_start = (reached - 1) // per_epoch * per_epoch
     epoch_end = min(budget, epoch_start + per_epoch)
     now = _rate(points, epoch_start, epoch_end) or measured / reached
+    if epoch_start == 0 and rate is not None:
+        now = rate
     own = later_ratio(points, per_epoch)
     later = own if own is not None else ratio
     source = "own" if own is not None else ("sibling" if ratio is not None else "uncached")

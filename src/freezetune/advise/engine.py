@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from freezetune.advise.advice import Advice
+from freezetune.advise.answer import Curves, answer
 from freezetune.advise.context import Context, eval_steps, read_context
-from freezetune.advise.facts import arm_facts, references_for
-from freezetune.advise.halving import Action, Decision, Halving
+from freezetune.advise.facts import arm_facts, own_curves, references_for
+from freezetune.advise.halving import FAILED, Action, Decision, Halving, Row
 from freezetune.advise.ledger import ArmLedger, observed_rows
-from freezetune.advise.answer import answer
 from freezetune.advise.spec import AdviseSpec
 from freezetune.advise.store import ensure_table, read_halving_rows, write_rows
 from freezetune.errors import UserError
@@ -74,7 +74,7 @@ class _Run:
 
 
 def plan_of(spec: AdviseSpec, budget: int, n_arms: int) -> Halving:
-    ids = {f"arm{i}": budget for i in range(n_arms)}
+    ids: dict[Hashable, int] = {f"arm{i}": budget for i in range(n_arms)}
     first = FIRST if n_arms > spec.eta else 1 / spec.eta
     return Halving.of(ids, eta=spec.eta, first=first, finalists=1, rung_score="best")
 
@@ -88,7 +88,7 @@ def _prepare(spec: AdviseSpec) -> tuple[Context, list[PlannedRun], Halving]:
     n = len(spec.strategies(context.hidden_size, context.modality))
     shape = plan_of(spec, context.budget, n)
     arms = spec.arms(context.hidden_size, eval_steps(shape), context.modality)
-    budgets = {arm.run_id: context.budget for arm in arms}  # the same plan, by run id
+    budgets: dict[Hashable, int] = {arm.run_id: context.budget for arm in arms}  # by run id
     plan = Halving.of(budgets, eta=shape.eta, first=shape.first, finalists=1, rung_score="best")
     preflight(arms)
     return context, arms, plan
@@ -129,8 +129,10 @@ def _read_back(run: _Run, actions: Sequence[Action]) -> list[Action]:
         out = run.folder / "runs" / str(action.arm)
         if paused_at(out) == action.run_to:
             events = [e for e in load_events(out / "metrics.jsonl") if e.get("event") == "eval"]
-            rows = observed_rows(str(action.arm), action.rung, events, run.context.metric,
-                                 action.run_to)  # fmt: skip
+            arm, metric = str(action.arm), run.context.metric
+            rows = observed_rows(arm, action.rung, events, metric, action.run_to)
+            if not any(row.step == action.run_to for row in rows):  # never ask again
+                rows.append(Row(arm, action.rung, action.run_to, None, FAILED))
             write_rows(run.conn, rows)
         else:
             todo.append(action)
@@ -150,7 +152,9 @@ def _halve(run: _Run) -> Decision:
             continue
         budget = run.context.budget  # the last rung runs to the end: no stop
         todo = [
-            dataclasses.replace(by_id[str(a.arm)], stop_at_step=a.run_to if a.run_to < budget else None)
+            dataclasses.replace(
+                by_id[str(a.arm)], stop_at_step=a.run_to if a.run_to < budget else None
+            )
             for a in actions
         ]
         rungs = {str(a.arm): a.rung for a in actions}
@@ -184,15 +188,37 @@ def _eval_at(run: _Run) -> tuple[int, ...]:
     return tuple(run.arms[0].config["train"]["eval_at"])
 
 
-def _answer(run: _Run, decision: Decision, extra: list[PlannedRun], refs: Callable[..., Any]) -> Advice:
-    from freezetune.study.baseline import read_baselines, baseline_key
+def _with_own(
+    run: _Run, extra: list[PlannedRun], refs: Callable[[str], Curves]
+) -> Callable[[str], Curves]:
+    """References for a family: this advise's finished runs of it (else all of them), then
+    the others (shipped, --references)."""
+    ctx = run.context
+    own = own_curves(run.folder, [*run.arms, *extra], ctx.metric, ctx.budget)
+
+    def for_family(family: str) -> Curves:
+        mine = [c for f, c in own if f == family] or [c for _, c in own]
+        return [*mine, *refs(family)]
+
+    return for_family
+
+
+def _answer(
+    run: _Run,
+    decision: Decision,
+    extra: list[PlannedRun],
+    refs: Callable[[str], Curves],
+    observed_only: bool = False,
+) -> Advice:
+    from freezetune.study.baseline import baseline_key, read_baselines
 
     facts = arm_facts(run.folder, run.arms, extra, decision, run.context)
     found = read_baselines(run.folder).get(baseline_key(run.arms[0].config) or "")
     value = None if found is None else found.metrics.get(run.context.metric)
     advice = answer(run.spec.name, facts, metric=run.context.metric,
                     optimize=run.spec.optimize, tolerance=run.spec.tolerance / 100,
-                    baseline=value, references=refs)  # fmt: skip
+                    baseline=value, references=_with_own(run, extra, refs),
+                    observed_only=observed_only)  # fmt: skip
     plan = run.plan
     first = {str(arm.id): plan.steps(arm.id, 0) for arm in plan.arms}
     shown = {"eta": plan.eta, "fractions": list(plan.fractions), "sizes": list(plan.sizes),
@@ -204,8 +230,11 @@ def _answer(run: _Run, decision: Decision, extra: list[PlannedRun], refs: Callab
                                task=ctx.task, seeds=run.spec.seeds, run=where)  # fmt: skip
 
 
-def _complete_pick(run: _Run, decision: Decision, extra: list[PlannedRun], refs: Any) -> Advice:
-    """Answer; while the pick is an arm that was pruned, train it to its end and answer again."""
+def _complete_pick(
+    run: _Run, decision: Decision, extra: list[PlannedRun], refs: Callable[[str], Curves]
+) -> Advice:
+    """Answer; while the pick is an arm that was pruned, train it to its end and answer again
+    (at most :data:`PICK_ROUNDS` times; then the pick is among the arms that ran to the end)."""
     by_id = {arm.run_id: arm for arm in run.arms}
     trained: list[PlannedRun] = []
     for _ in range(PICK_ROUNDS):
@@ -215,7 +244,7 @@ def _complete_pick(run: _Run, decision: Decision, extra: list[PlannedRun], refs:
             return advice
         trained.append(dataclasses.replace(by_id[pick], stop_at_step=None))
         _finish(run, trained[-1:])
-    return _answer(run, decision, extra + trained, refs)
+    return _answer(run, decision, extra + trained, refs, observed_only=True)  # a trained pick
 
 
 def run_advise(
@@ -240,12 +269,21 @@ def run_advise(
     with study_lock(folder, spec.name):
         _save_spec(folder, spec, arms)
         ensure_baselines(folder, [arms[0].config])
-        run = _Run(spec, folder, context, arms, plan, chosen, progress, open_store(folder / "results.sqlite"))
+        run = _Run(
+            spec,
+            folder,
+            context,
+            arms,
+            plan,
+            chosen,
+            progress,
+            open_store(folder / "results.sqlite"),
+        )
         try:
             ensure_table(run.conn)
             _save_matching_study(folder, run)
             decision = _halve(run)
-            extra = _seeds(run, decision.finalists)
+            extra = _seeds(run, [str(arm) for arm in decision.finalists])
             _finish(run, extra)
             advice = _complete_pick(run, decision, extra, refs)
         finally:

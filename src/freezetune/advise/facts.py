@@ -21,7 +21,7 @@ from freezetune.advise.lrs import family_of
 from freezetune.study.spec import PlannedRun
 from freezetune.study.worker import load_events
 
-__all__ = ["architecture", "arm_facts", "references_for"]
+__all__ = ["architecture", "arm_facts", "own_curves", "references_for"]
 
 
 def architecture(config: dict[str, Any]) -> str:
@@ -83,7 +83,10 @@ def arm_facts(
         events = [e for e in load_events(runs / arm.run_id / "metrics.jsonl")
                   if e.get("event") == "eval"]  # fmt: skip
         curve = tuple(
-            (int(e["step"]), float(e[metric]) if isinstance(e.get(metric), int | float) else math.nan)
+            (
+                int(e["step"]),
+                float(e[metric]) if isinstance(e.get(metric), int | float) else math.nan,
+            )
             for e in events
         )
         results = [(arm.seed, _best(_result(runs / arm.run_id), metric))]
@@ -116,6 +119,27 @@ def _strategy(arm: PlannedRun) -> str:
 def _family_label(arm: PlannedRun) -> str:
     student = (arm.config.get("distill") or {}).get("student_layers")
     return arm.freeze + (f" (student={student})" if student else "")
+
+
+def own_curves(
+    folder: Path, runs: Sequence[PlannedRun], metric: str, budget: int
+) -> list[tuple[str, list[tuple[float, float]]]]:
+    """(lr family, best-so-far curve over the fraction of the run) of each of ``runs`` that
+    ran to its end: an advise's own finished runs are reference curves for its pruned arms."""
+    out = []
+    for run in runs:
+        folder_of = folder / "runs" / run.run_id
+        if _best(_result(folder_of), metric) is None:
+            continue
+        curve: list[tuple[float, float]] = []
+        for event in load_events(folder_of / "metrics.jsonl"):
+            value = event.get(metric)
+            if event.get("event") == "eval" and isinstance(value, int | float):
+                best = max(float(value), curve[-1][1]) if curve else float(value)
+                curve.append((min(1.0, int(event["step"]) / budget), best))
+        if curve and curve[-1][0] == 1.0:
+            out.append((family_of(_family_label(run)), curve))
+    return out
 
 
 def references_for(sources: Sequence[str | Path], context: Context) -> Callable[[str], Curves]:

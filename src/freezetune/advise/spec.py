@@ -125,8 +125,10 @@ class AdviseSpec:
         out: list[Strategy] = []
         for strategy in self.study.strategies:
             own = dict(strategy.overrides).get("optim.lr")
-            rates = (float(own),) if own is not None else lrs_for(
-                _family_label(strategy), self.lrs, hidden_size, modality
+            rates = (
+                (float(own),)
+                if own is not None
+                else lrs_for(_family_label(strategy), self.lrs, hidden_size, modality)
             )
             for lr in rates:
                 kept = tuple((k, v) for k, v in strategy.overrides if k != "optim.lr")

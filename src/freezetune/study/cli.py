@@ -32,9 +32,9 @@ from freezetune.flags import (
 __all__ = [
     "add_executor_args",
     "add_report_args",
+    "add_study_args",
     "base_flags",
     "base_from_args",
-    "add_study_args",
     "cmd_report",
     "cmd_study",
     "executor_from_args",
