@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Advice", "ArmResult", "Score", "TrainTime", "read_advice"]
+__all__ = ["OPTIMIZE", "Advice", "ArmResult", "Score", "TrainTime", "read_advice"]
 
-#: an arm's status: ran to its end (finalist, or the pick trained after the halving), stopped
-#: at a rung, or failed (crashed / diverged)
-STATUSES = ("finalist", "stopped", "failed")
+#: what ``--optimize`` may minimise: training time, inference cost, or the score itself
+OPTIMIZE = ("train", "inference", "accuracy")
+#: an arm's status: ran to its end through the halving (finalist), stopped at a rung, stopped
+#: and then trained to its end as a pick (trained, one seed), or failed (crashed / diverged)
+STATUSES = ("finalist", "stopped", "trained", "failed")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class ArmResult:
     a study labels it), its ``strategy`` (freeze spec plus its own settings but the lr),
     ``freeze`` spec, lr family (:mod:`~.lrs`), ``lr``, ``budget`` (optimizer steps of its full
     run), ``reached`` (the step it stopped at), ``rung`` (the last rung it reached),
-    ``status``, ``curve`` ((step, score) per evaluation, best-so-far), final ``score``,
+    ``status``, ``curve`` ((step, score) per evaluation), final ``score``,
     ``train_time``, the ``inference`` cost of its architecture (seconds per example, or None:
     not measured) and that architecture's name."""
 

@@ -28,14 +28,17 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
+from typing import TypeVar
 
 from freezetune.advise.advice import Advice, ArmResult, Score
 from freezetune.advise.costs import epoch_rate, later_ratio, predict_time
 from freezetune.advise.curves import predict_final
 from freezetune.report.rules import Signal, signal
+from freezetune.report.stats import mean_ci
 
-__all__ = ["ArmFacts", "answer", "seed_noise"]
+__all__ = ["COST_NOISE", "ArmFacts", "answer", "cheapest", "seed_noise"]
 
+T = TypeVar("T")
 LEVEL = 0.8
 #: costs within 10% of the least are ties: a run's training time varies by about that much
 COST_NOISE = 0.10
@@ -99,16 +102,11 @@ def _best_so_far(curve: Sequence[tuple[int, float]], budget: int) -> list[tuple[
 
 def _finalist_score(arm: ArmFacts, seed_sd: float) -> Score:
     values = [v for _, v in arm.seeds]
-    mean = statistics.fmean(values)
-    if len(values) >= 2:
-        from scipy.stats import t
-
-        half = t.ppf(0.5 + LEVEL / 2, len(values) - 1) * statistics.stdev(values)
-        half /= math.sqrt(len(values))
-    else:
+    mean, sd, low, high = mean_ci(values, LEVEL)
+    if len(values) < 2:  # one seed: the noise measured on the other finalists
         half = NormalDist().inv_cdf(0.5 + LEVEL / 2) * seed_sd
-    sd = statistics.stdev(values) if len(values) >= 2 else seed_sd
-    return Score(mean, mean - half, mean + half, sd, "observed", len(values), arm.seeds)
+        sd, low, high = seed_sd, mean - half, mean + half
+    return Score(mean, low, high, sd, "observed", len(values), arm.seeds)
 
 
 def _score(arm: ArmFacts, seed_sd: float, metric: str, refs: Curves) -> Score | None:
@@ -148,16 +146,21 @@ def _cost(optimize: str, arm: ArmResult) -> float:
         return -(arm.score.mean if arm.score else -math.inf)
     if optimize == "inference":
         return arm.inference if arm.inference is not None else math.inf
-    return arm.train_time.predicted if arm.train_time else math.inf
+    known = arm.train_time is not None and arm.train_time.source != "none"
+    return arm.train_time.predicted if known and arm.train_time else math.inf
 
 
-def _cheapest(eligible: Sequence[ArmResult], optimize: str) -> ArmResult:
-    """The cheapest arm; costs within :data:`COST_NOISE` of the least are ties (timings vary
-    from run to run by about that much), won by the higher score, then the arms' order."""
-    least = min(_cost(optimize, a) for a in eligible)
+def cheapest(items: Sequence[T], cost: Callable[[T], float], score: Callable[[T], float]) -> T:
+    """The cheapest of ``items``; costs within :data:`COST_NOISE` of the least are ties
+    (timings vary from run to run by about that much), won by the higher score, then order.
+
+    >>> cheapest([("a", 100.0, 0.90), ("b", 95.0, 0.85), ("c", 150.0, 0.95)],
+    ...          cost=lambda x: x[1], score=lambda x: x[2])[0]
+    'a'
+    """
+    least = min(cost(a) for a in items)
     band = least + abs(least) * COST_NOISE if math.isfinite(least) else least
-    tied = [a for a in eligible if _cost(optimize, a) <= band]
-    return max(tied, key=lambda a: a.score.mean if a.score else -math.inf)
+    return max((a for a in items if cost(a) <= band), key=score)
 
 
 def _results(
@@ -225,12 +228,19 @@ def answer(
     results = [replace(a, eligible=a.id in eligible) for a in results]
     lead = max(measured or scored, key=lambda a: (a.score.n, a.score.mean) if a.score else (0, 0))
     sig = _signal(lead, baseline)
-    pick = _cheapest([a for a in results if a.eligible], optimize)
     advice = replace(advice, arms=tuple(results))
     if not sig.clear:
         why = sig.reason.replace("full fine-tuning", f"the best finalist ({lead.label})")
         return replace(advice, verdict="no signal", why=why or "no arm clears the baseline")
+    candidates = [a for a in results if a.eligible]
+    if not candidates:
+        return replace(advice, verdict="no signal", why="every arm that ran to its end failed")
+    pick = cheapest(candidates, lambda a: _cost(optimize, a), _mean)
     return replace(advice, pick=pick.id, why=_why(pick, top, optimize, tolerance))
+
+
+def _mean(arm: ArmResult) -> float:
+    return arm.score.mean if arm.score else -math.inf
 
 
 def _signal(lead: ArmResult, baseline: float | None) -> Signal:
@@ -238,12 +248,7 @@ def _signal(lead: ArmResult, baseline: float | None) -> Signal:
     score = lead.score
     assert score is not None
     values = [v for _, v in score.seeds]
-    low = math.nan
-    if len(values) >= 2:
-        from scipy.stats import t
-
-        half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-        low = score.mean - half
+    low = mean_ci(values)[2]
     return signal(score.mean, low, baseline, max(len(values), 1))
 
 

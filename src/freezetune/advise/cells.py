@@ -54,7 +54,8 @@ NOTE = (
     "predicted from the arm's own prefix curve (fit: a learning-curve fit; prior: the curves "
     "of finished runs; last: its last evaluations; fit+prior: both, by inverse variance), with "
     "an 80% interval that includes the seed noise measured on the finalists. Within tolerance: "
-    "the arm's score is within the tolerance of the best, given the intervals. Training time "
+    "the arm's score (observed or predicted) is within the tolerance of the best observed score "
+    "(a predicted arm is a candidate, trained to its end before it is recommended). Training time "
     "counts the optimizer's steps, not evaluation or saving: measured up to the step the arm "
     "reached, predicted for its whole run (measured: it ran to the end; own: from its own "
     "phases; sibling: a later epoch's speed measured on the same strategy at another rate; "
@@ -125,6 +126,8 @@ def source(score: Score | None) -> str:
 def status(arm: ArmResult) -> str:
     if arm.status == "finalist":
         return "finalist"
+    if arm.status == "trained":
+        return f"stopped at rung {arm.rung + 1}, then trained to the end as the pick"
     if arm.status == "failed":
         error = (arm.error or "unknown error").strip().splitlines()
         first = error[0] if error else "unknown error"

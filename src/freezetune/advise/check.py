@@ -282,8 +282,8 @@ def _match(advice: Advice, rows: Sequence[RunRow], study: str) -> dict[str, list
 
 def _first(arm: ArmResult, rows: Sequence[RunRow], advice: Advice) -> tuple[float | None, tuple]:
     """The first rung's share of the run (``plan["first_steps"][id]`` over the arm's budget,
-    else ``plan["fractions"][0]``) and, per seed, the study's last evaluation at or before
-    that share of its run."""
+    else ``plan["fractions"][0]``) and, per seed, the study's best evaluation at or before
+    that share of its run (the best of them: advise's rungs score the best so far)."""
     steps = (advice.plan.get("first_steps") or {}).get(arm.id)
     fractions = advice.plan.get("fractions") or ()
     if steps is not None and arm.budget > 0:
@@ -298,8 +298,8 @@ def _first(arm: ArmResult, rows: Sequence[RunRow], advice: Advice) -> tuple[floa
                  and isinstance(e.get(advice.metric), int | float)]  # fmt: skip
         total = (row.result or {}).get("steps") or max((e.get("step", 0) for e in evals), default=0)
         seen = [e for e in evals if e.get("step", 0) <= fraction * total + 1e-9]
-        if seen:
-            out.append((row.seed, float(max(seen, key=lambda e: e["step"])[advice.metric])))
+        if seen:  # the best evaluation so far, as advise's rungs score an arm
+            out.append((row.seed, max(float(e[advice.metric]) for e in seen)))
     return fraction, tuple(sorted(out))
 
 

@@ -60,7 +60,8 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from scipy import stats
 
-from freezetune.advise.advice import Advice
+from freezetune.advise.advice import OPTIMIZE, Advice
+from freezetune.advise.answer import cheapest
 from freezetune.advise.references import Reference, prior_scores
 from freezetune.errors import UserError
 
@@ -84,7 +85,6 @@ __all__ = [
     "zero_probe",
 ]
 
-OPTIMIZE = ("train", "inference", "accuracy")
 TOP_K = (1, 3)
 NEAR = 0.03  # "predicted within 3 points"
 RESAMPLES = 2000  # bootstrap resamples of the arms
@@ -152,7 +152,7 @@ def rule_pick(arms: Sequence[M], optimize: str, tolerance: float) -> M:
     """The arm advise's rule picks among ``arms`` by their measured means: ``accuracy``, the
     best mean (the first on ties); ``train`` / ``inference``, the cheapest arm (mean training
     seconds / seconds per example; ties to the faster training, then the better mean) whose
-    mean is within ``tolerance`` of the best."""
+    mean is within ``tolerance`` of the best, costs within 10% tied (:func:`~.answer.cheapest`)."""
     if optimize not in OPTIMIZE:
         raise UserError(f"optimize {optimize!r} is not one of {', '.join(OPTIMIZE)}; "
                         "re-run advise, its advice.json is damaged")  # fmt: skip
@@ -161,7 +161,7 @@ def rule_pick(arms: Sequence[M], optimize: str, tolerance: float) -> M:
         return best
     near = [a for a in arms if a.mean >= best.mean - tolerance - 1e-12]
     cost = (lambda a: a.inference) if optimize == "inference" else (lambda a: a.time_measured)
-    return min(near, key=lambda a: (_finite(cost(a)), _finite(a.time_measured), -a.mean))
+    return cheapest(near, lambda a: _finite(cost(a)), lambda a: a.mean)  # advise's own rule
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

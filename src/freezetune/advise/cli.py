@@ -122,6 +122,12 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if args.check is not None:
         return _check(args, folder)
     executor = executor_from_args(args)
+    if args.jobs > 1:
+        print(
+            f"note: {args.jobs} arms share the CPU at once, so the training times advise "
+            "measures and predicts are slower than alone; set --threads so that jobs x threads "
+            "<= cores"
+        )
     started = time.monotonic()
     outcome = run_advise(
         spec,

@@ -14,7 +14,7 @@ are kept, finished rungs are read back, an arm killed mid-rung continues from it
 from __future__ import annotations
 
 import dataclasses
-import time
+import shutil
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +24,23 @@ from freezetune.advise.advice import Advice
 from freezetune.advise.answer import Curves, answer
 from freezetune.advise.context import Context, eval_steps, read_context
 from freezetune.advise.facts import arm_facts, own_curves, references_for
-from freezetune.advise.halving import FAILED, Action, Decision, Halving, Row
-from freezetune.advise.ledger import ArmLedger, observed_rows
+from freezetune.advise.halving import FAILED, Action, Decision, Halving
+from freezetune.advise.ledger import ArmLedger, rung_rows
 from freezetune.advise.spec import AdviseSpec
-from freezetune.advise.store import ensure_table, read_halving_rows, write_rows
+from freezetune.advise.store import (
+    ensure_table,
+    read_halving_rows,
+    read_picks,
+    start_call,
+    wall_seconds,
+    write_pick,
+    write_rows,
+)
 from freezetune.errors import UserError
 from freezetune.records import atomic_write_text
 from freezetune.study.executors import Executor, Ledger, make_executor
 from freezetune.study.spec import PlannedRun
-from freezetune.study.store import open_store, read_rows, study_lock
+from freezetune.study.store import open_store, pause_run, read_rows, study_lock
 from freezetune.study.worker import load_events, paused_at
 
 __all__ = ["AdviseOutcome", "run_advise"]
@@ -61,6 +69,7 @@ class _Run:
     executor: Executor
     progress: bool
     conn: Any = None
+    touch: Callable[[], None] = lambda: None  # moves this call's end in advise_calls to now
 
     def ledger(self, todo: list[PlannedRun], rungs: dict[str, int] | None = None) -> Ledger:
         if rungs is None:  # finalists' seeds and the pick: plain runs
@@ -69,8 +78,15 @@ class _Run:
             ledger.noun = "advise"
             return ledger
         return ArmLedger(self.conn, self.folder, self.spec.name, self.arms, todo, rungs=rungs,
-                         metric=self.context.metric, progress=self.progress,
-                         executor=self.executor.name)  # fmt: skip
+                         metric=self.context.metric, budget=self.context.budget,
+                         progress=self.progress, executor=self.executor.name)  # fmt: skip
+
+    def train(self, todo: list[PlannedRun], rungs: dict[str, int] | None = None) -> None:
+        """Hand ``todo`` to the executor; then note this call's wall time so far."""
+        ledger = self.ledger(todo, rungs)
+        self.executor.run(todo, ledger)
+        ledger.close()
+        self.touch()
 
 
 def plan_of(spec: AdviseSpec, budget: int, n_arms: int) -> Halving:
@@ -126,14 +142,12 @@ def _read_back(run: _Run, actions: Sequence[Action]) -> list[Action]:
     the rest still have to run."""
     todo = []
     for action in actions:
-        out = run.folder / "runs" / str(action.arm)
+        out, arm = run.folder / "runs" / str(action.arm), str(action.arm)
         if paused_at(out) == action.run_to:
             events = [e for e in load_events(out / "metrics.jsonl") if e.get("event") == "eval"]
-            arm, metric = str(action.arm), run.context.metric
-            rows = observed_rows(arm, action.rung, events, metric, action.run_to)
-            if not any(row.step == action.run_to for row in rows):  # never ask again
-                rows.append(Row(arm, action.rung, action.run_to, None, FAILED))
-            write_rows(run.conn, rows)
+            pause_run(run.conn, arm, events)
+            write_rows(run.conn, rung_rows(arm, action.rung, events, run.context.metric,
+                                           action.run_to))  # fmt: skip
         else:
             todo.append(action)
     return todo
@@ -157,10 +171,7 @@ def _halve(run: _Run) -> Decision:
             )
             for a in actions
         ]
-        rungs = {str(a.arm): a.rung for a in actions}
-        ledger = run.ledger(todo, rungs)
-        run.executor.run(todo, ledger)
-        ledger.close()
+        run.train(todo, {str(a.arm): a.rung for a in actions})
 
 
 def _finish(run: _Run, todo: list[PlannedRun]) -> None:
@@ -168,9 +179,7 @@ def _finish(run: _Run, todo: list[PlannedRun]) -> None:
     done = {row.run_id for row in read_rows(run.conn) if row.status == "succeeded"}
     todo = [r for r in todo if r.run_id not in done]
     if todo:
-        ledger = run.ledger(todo)
-        run.executor.run(todo, ledger)
-        ledger.close()
+        run.train(todo)
 
 
 def _seeds(run: _Run, finalists: Sequence[str]) -> list[PlannedRun]:
@@ -212,7 +221,8 @@ def _answer(
 ) -> Advice:
     from freezetune.study.baseline import baseline_key, read_baselines
 
-    facts = arm_facts(run.folder, run.arms, extra, decision, run.context)
+    failed = frozenset(str(r.arm) for r in read_halving_rows(run.conn) if r.kind == FAILED)
+    facts = arm_facts(run.folder, run.arms, extra, decision, run.context, failed)
     found = read_baselines(run.folder).get(baseline_key(run.arms[0].config) or "")
     value = None if found is None else found.metrics.get(run.context.metric)
     advice = answer(run.spec.name, facts, metric=run.context.metric,
@@ -223,7 +233,8 @@ def _answer(
     first = {str(arm.id): plan.steps(arm.id, 0) for arm in plan.arms}
     shown = {"eta": plan.eta, "fractions": list(plan.fractions), "sizes": list(plan.sizes),
              "cost_fraction": plan.cost_fraction(), "first_steps": first,
-             "eval_at": list(_eval_at(run))}  # fmt: skip
+             "eval_at": list(_eval_at(run)), "budget": run.context.budget,
+             "train_size": (run.arms[0].config.get("data") or {}).get("max_train_samples")}  # fmt: skip
     where = str(run.folder / "runs" / advice.pick) if advice.pick else None
     ctx = run.context
     return dataclasses.replace(advice, plan=shown, modality=ctx.modality, model=ctx.model,
@@ -236,15 +247,24 @@ def _complete_pick(
     """Answer; while the pick is an arm that was pruned, train it to its end and answer again
     (at most :data:`PICK_ROUNDS` times; then the pick is among the arms that ran to the end)."""
     by_id = {arm.run_id: arm for arm in run.arms}
-    trained: list[PlannedRun] = []
-    for _ in range(PICK_ROUNDS):
-        advice = _answer(run, decision, extra + trained, refs)
+    trained = [dataclasses.replace(by_id[arm], stop_at_step=None) for arm in read_picks(run.conn)]
+    _finish(run, trained)  # a killed advise's stored picks first, in their order
+    for round_ in range(len(trained), PICK_ROUNDS):
+        advice = _answer(run, decision, extra, refs)
         pick = advice.pick
-        if pick is None or advice.arm(pick).status == "finalist":
+        if pick is None or advice.arm(pick).status in ("finalist", "trained"):
             return advice
+        write_pick(run.conn, round_, pick)  # stored before it trains
         trained.append(dataclasses.replace(by_id[pick], stop_at_step=None))
         _finish(run, trained[-1:])
-    return _answer(run, decision, extra + trained, refs, observed_only=True)  # a trained pick
+    return _answer(run, decision, extra, refs, observed_only=True)  # the pick ran to its end
+
+
+def _drop_checkpoints(run: _Run, advice: Advice) -> None:
+    """The answer is settled: pruned arms' checkpoints (weights and optimizer state) go."""
+    for arm in advice.arms:
+        if arm.status == "stopped" and arm.id != advice.pick:
+            shutil.rmtree(run.folder / "runs" / arm.id / "checkpoints", ignore_errors=True)
 
 
 def run_advise(
@@ -260,7 +280,6 @@ def run_advise(
     from freezetune.advise.render import write_advice
     from freezetune.study.baseline import ensure_baselines
 
-    started = time.monotonic()
     chosen = make_executor(executor, jobs=jobs) if isinstance(executor, str) else executor
     context, arms, plan = _prepare(spec)
     refs = references_for(references, context)
@@ -281,14 +300,17 @@ def run_advise(
         )
         try:
             ensure_table(run.conn)
+            run.touch = start_call(run.conn)
             _save_matching_study(folder, run)
             decision = _halve(run)
             extra = _seeds(run, [str(arm) for arm in decision.finalists])
             _finish(run, extra)
             advice = _complete_pick(run, decision, extra, refs)
+            _drop_checkpoints(run, advice)
+            run.touch()
+            advice = dataclasses.replace(advice, wall_s=round(wall_seconds(run.conn), 1))
         finally:
             run.conn.close()
-        advice = dataclasses.replace(advice, wall_s=round(time.monotonic() - started, 1))
         written = write_advice(folder, advice)
     files = (written.json, written.markdown, written.html, written.plot)
     return AdviseOutcome(folder, advice, written.headline, files)

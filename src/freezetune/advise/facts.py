@@ -17,7 +17,7 @@ from freezetune.advise.answer import ArmFacts, Curves
 from freezetune.advise.context import Context
 from freezetune.advise.costs import time_points
 from freezetune.advise.halving import Decision
-from freezetune.advise.lrs import family_of
+from freezetune.advise.lrs import family_label, family_of
 from freezetune.study.spec import PlannedRun
 from freezetune.study.worker import load_events
 
@@ -60,11 +60,16 @@ def _inference(runs: Path, planned: Sequence[PlannedRun]) -> dict[str, float]:
 
 
 def _status(arm: str, decision: Decision, finished: bool, failed: bool) -> tuple[str, int]:
-    """finalist (ran to its end: the last rung), stopped at a rung, or failed."""
+    """finalist (ran through the halving to its end), trained (stopped at a rung, then
+    trained to its end as a pick), stopped at a rung, or failed."""
     stopped = dict(decision.stopped)
+    if failed:
+        return "failed", stopped.get(arm, 0)
     if finished:
-        return "finalist", decision.rung
-    return ("failed" if failed else "stopped"), stopped.get(arm, 0)
+        return (
+            ("finalist", decision.rung) if arm in decision.finalists else ("trained", stopped[arm])
+        )
+    return "stopped", stopped.get(arm, 0)
 
 
 def arm_facts(
@@ -73,9 +78,10 @@ def arm_facts(
     extra: Sequence[PlannedRun],
     decision: Decision,
     context: Context,
+    failed: frozenset[str] = frozenset(),
 ) -> list[ArmFacts]:
-    """One :class:`ArmFacts` per arm, in the arms' order (``extra``: finalists' other seeds
-    and arms trained to their end after the halving)."""
+    """One :class:`ArmFacts` per arm, in the arms' order (``extra``: finalists' other seeds;
+    ``failed``: the arms halving recorded as failed)."""
     runs, metric = folder / "runs", context.metric
     speeds = _inference(runs, [*arms, *extra])
     out = []
@@ -95,8 +101,8 @@ def arm_facts(
         seeds = tuple((s, v) for s, v in results if v is not None)
         finished = results[0][1] is not None
         error_path = runs / arm.run_id / "error.txt"
-        failed = error_path.is_file() or not any(math.isfinite(v) for _, v in curve)
-        status, rung = _status(arm.run_id, decision, finished, failed)
+        broke = arm.run_id in failed or error_path.is_file()
+        status, rung = _status(arm.run_id, decision, finished, broke)
         out.append(ArmFacts(
             arm.run_id, arm.strategy, _strategy(arm), arm.freeze, family_of(_family_label(arm)),
             arm.lr, context.budget, context.per_epoch, status, rung, curve,
@@ -109,16 +115,13 @@ def arm_facts(
 
 def _strategy(arm: PlannedRun) -> str:
     """The arm's label without its lr: ``"bottom:3 (lr=0.0001)"`` -> ``"bottom:3"``."""
-    label, sep, rest = arm.strategy.partition(" (")
-    if not sep:
-        return label
-    kept = [item for item in rest.rstrip(")").split(", ") if not item.startswith("lr=")]
-    return f"{label} ({', '.join(kept)})" if kept else label
+    from freezetune.advise.references import without_lr
+
+    return without_lr(arm.strategy)
 
 
 def _family_label(arm: PlannedRun) -> str:
-    student = (arm.config.get("distill") or {}).get("student_layers")
-    return arm.freeze + (f" (student={student})" if student else "")
+    return family_label(arm.freeze, (arm.config.get("distill") or {}).get("student_layers"))
 
 
 def own_curves(

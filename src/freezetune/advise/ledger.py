@@ -17,12 +17,13 @@ from typing import Any
 
 from freezetune.advise.halving import FAILED, OBSERVED, Row
 from freezetune.advise.store import write_rows
+from freezetune.errors import UserError
 from freezetune.study.executors import Ledger
 from freezetune.study.spec import PlannedRun
 from freezetune.study.store import pause_run
-from freezetune.study.worker import RunOutcome
+from freezetune.study.worker import RunOutcome, load_events
 
-__all__ = ["ArmLedger", "observed_rows"]
+__all__ = ["ArmLedger", "observed_rows", "rung_rows"]
 
 
 def observed_rows(
@@ -45,6 +46,27 @@ def observed_rows(
     return rows
 
 
+def rung_rows(
+    arm: str, rung: int, curve: list[dict[str, Any]], metric: str, target: int | None
+) -> list[Row]:
+    """The rows of an arm that ran toward step ``target`` (None: it did not get there): its
+    evaluations up to it, and a ``failed`` row unless it has a finite score at ``target``
+    (halving never asks again for an arm with one; a score of 0 is a score).
+
+    >>> [r.kind for r in rung_rows("a", 0, [{"step": 5, "f1": 0.0}], "f1", 5)]
+    ['observed']
+    >>> [r.kind for r in rung_rows("a", 0, [{"step": 4, "f1": 0.5}], "f1", 5)]
+    ['observed', 'failed']
+    """
+    steps = [int(e.get("step", 0)) for e in curve]
+    reached = target if target is not None else max(steps, default=0)
+    rows = observed_rows(arm, rung, curve, metric, reached)
+    last = next((r for r in reversed(rows) if r.step == target), None)
+    if last is None or last.score is None or not math.isfinite(last.score):
+        rows.append(Row(arm, rung, target or reached, None, FAILED))
+    return rows
+
+
 class ArmLedger(Ledger):
     """A :class:`~freezetune.study.executors.Ledger` for advise's arms (see the module)."""
 
@@ -60,18 +82,17 @@ class ArmLedger(Ledger):
         *,
         rungs: dict[str, int],
         metric: str,
+        budget: int,
         progress: bool = True,
         executor: str = "local",
     ) -> None:
         super().__init__(conn, folder, name, planned, todo, progress=progress, executor=executor)
-        self.rungs, self.metric = rungs, metric
+        self.rungs, self.metric, self.budget = rungs, metric, budget
 
     def end(self, run: PlannedRun, outcome: RunOutcome) -> bool:
         """Record the outcome; True if the arm reached its rung step with a finite score."""
-        rung = self.rungs.get(run.run_id, 0)
-        target = run.stop_at_step
-        reached = outcome.resumed_from if outcome.status == "paused" else None
-        if outcome.status == "paused" and reached == target:
+        target = run.stop_at_step or self.budget
+        if outcome.status == "paused" and outcome.paused_at == target:
             pause_run(self.conn, run.run_id, outcome.curve)
             self.running.pop(run.run_id, None)
             self.busy.discard(run.run_id)
@@ -79,14 +100,22 @@ class ArmLedger(Ledger):
             self.show()
             ok = True
         elif outcome.status == "paused":  # stopped elsewhere (a signal's checkpoint)
-            why = f"paused at step {reached}, not at its rung step {target}"
+            why = f"paused at step {outcome.paused_at}, not at its rung step {target}"
             ok = super().end(run, RunOutcome.failed(why))
         else:
             ok = super().end(run, outcome)
-        steps = [int(e.get("step", 0)) for e in outcome.curve]
-        last = target if ok and target is not None else max(steps, default=0)
-        rows = observed_rows(run.run_id, rung, outcome.curve, self.metric, last) if ok else []
-        if not ok or not rows or not math.isfinite(rows[-1].score or math.nan):
-            rows.append(Row(run.run_id, rung, last, None, FAILED))
+        self._check_budget(run)
+        rung = self.rungs.get(run.run_id, 0)
+        rows = rung_rows(run.run_id, rung, outcome.curve, self.metric, target if ok else None)
         write_rows(self.conn, rows)
-        return ok and rows[-1].kind == OBSERVED
+        return rows[-1].kind == OBSERVED
+
+    def _check_budget(self, run: PlannedRun) -> None:
+        """The run's own step count must be the one advise planned its rungs with."""
+        events = load_events(self.out(run) / "metrics.jsonl")
+        total = next((e.get("total_steps") for e in events if e.get("event") == "start"), None)
+        if total is not None and total != self.budget:
+            raise UserError(
+                f"advise planned {self.budget} steps per arm but {run.strategy} runs {total}; "
+                "this is a bug in freezetune advise: report it with the command you ran"
+            )

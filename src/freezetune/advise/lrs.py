@@ -42,6 +42,7 @@ __all__ = [
     "REFERENCE_HIDDEN",
     "Family",
     "LrChoice",
+    "family_label",
     "family_of",
     "lrs_for",
     "parse_lrs",
@@ -103,6 +104,15 @@ def _label(strategy: str) -> tuple[str, dict[str, str]]:
     if not all(eq and key.strip() for key, eq, _ in items):
         return strategy.strip(), {}
     return spec.strip(), {key.strip(): value.strip() for key, _, value in items}
+
+
+def family_label(freeze: str, student_layers: object = None) -> str:
+    """The label :func:`family_of` reads for a run's freeze spec and its student setting.
+
+    >>> family_of(family_label("full", 3)), family_of(family_label("bottom:2"))
+    ('student', 'full')
+    """
+    return freeze + (f" (student={student_layers})" if student_layers else "")
 
 
 def family_of(strategy: str) -> str:

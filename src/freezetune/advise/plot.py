@@ -47,7 +47,7 @@ def _draw_arm(ax: Any, arm: ArmResult, color: Any, pick: bool) -> None:
     xs, ys = _points(arm)
     if not xs:
         return
-    final = arm.status == "finalist"
+    final = arm.status in ("finalist", "trained")
     ls = ":" if arm.status == "failed" else "-"
     ax.plot(xs, ys, ls, color=color, lw=BOLD if final else THIN, alpha=1.0 if final else FADED,
             zorder=3 if pick else 2)  # fmt: skip
@@ -115,7 +115,9 @@ def plot_curves(advice: Advice) -> bytes:
     colors = _colors([arm.strategy for arm in advice.arms])
     handles = 7 + len(colors)
     fig, ax = _figure((SIZE[0], SIZE[1] + 0.22 * (-(-handles // 3))))  # legend below
-    for arm in sorted(advice.arms, key=lambda a: (a.id == advice.pick, a.status == "finalist")):
+    for arm in sorted(
+        advice.arms, key=lambda a: (a.id == advice.pick, a.status in ("finalist", "trained"))
+    ):
         _draw_arm(ax, arm, colors[arm.strategy], arm.id == advice.pick)
     _finals(ax, list(advice.arms), colors)
     guides = _guides(ax, advice)

@@ -132,7 +132,8 @@ def headline(advice: Advice) -> str:
     first = f"Train {pick.label}: {said}, {_time(pick)}{_versus(advice, pick)}."
     rule = "" if advice.optimize == "accuracy" else (
         f"It is the arm with the least {OPTIMIZE.get(advice.optimize, advice.optimize)} whose "
-        f"score is within {tolerance(advice)} of the best, given the intervals."
+        f"score is within {tolerance(advice)} of the best observed score (costs within 10% are "
+        "ties, won by the higher score)."
     )  # fmt: skip
     return " ".join(filter(None, [first, _sentence(advice.why) or rule, note]))
 

@@ -27,14 +27,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from freezetune.advise.lrs import LrChoice, lrs_for, parse_lrs
+from freezetune.advise.advice import OPTIMIZE
+from freezetune.advise.lrs import LrChoice, family_label, lrs_for, parse_lrs
 from freezetune.distill.config import STUDY_TEACHER
 from freezetune.errors import UserError
 from freezetune.study.spec import PlannedRun, Strategy, StudySpec
 
 __all__ = ["ADVISE_KEYS", "OPTIMIZE", "AdviseSpec"]
 
-OPTIMIZE = ("train", "inference", "accuracy")
 ADVISE_KEYS = ("lrs", "optimize", "tolerance", "seeds", "eta")
 
 
@@ -73,6 +73,8 @@ class AdviseSpec:
     def __post_init__(self) -> None:
         if self.optimize not in OPTIMIZE:
             raise UserError(f"--optimize {self.optimize!r}: choose one of {', '.join(OPTIMIZE)}")
+        _whole(self.seeds, "seeds", 1)
+        _whole(self.eta, "eta", 2)
         if not self.tolerance >= 0:  # NaN too
             raise UserError(
                 f"--tolerance {self.tolerance!r} must be >= 0 points (e.g. 1 for one point)"
@@ -128,7 +130,9 @@ class AdviseSpec:
             rates = (
                 (float(own),)
                 if own is not None
-                else lrs_for(_family_label(strategy), self.lrs, hidden_size, modality)
+                else lrs_for(
+                    _family_label(strategy, self.study.base), self.lrs, hidden_size, modality
+                )
             )
             for lr in rates:
                 kept = tuple((k, v) for k, v in strategy.overrides if k != "optim.lr")
@@ -154,10 +158,12 @@ class AdviseSpec:
         return self.matching_study(hidden_size, eval_at, (0,), modality).grid()
 
 
-def _family_label(strategy: Strategy) -> str:
-    """The label :func:`~.lrs.family_of` reads (a student's settings say it is one)."""
-    keys = [k for k, _ in strategy.overrides if k in ("distill.student_layers",)]
-    return strategy.freeze + (" (student=1)" if keys else "")
+def _family_label(strategy: Strategy, base: dict[str, Any]) -> str:
+    """The label :func:`~.lrs.family_of` reads (a student set by the strategy or the base)."""
+    student = dict(strategy.overrides).get(
+        "distill.student_layers", (base.get("distill") or {}).get("student_layers")
+    )
+    return family_label(strategy.freeze, student)
 
 
 def _with_eval_at(base: dict[str, Any], eval_at: tuple[int, ...]) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class RunOutcome:
     where: str | None = None
     resumed_from: int | None = None
     cause: str = "run"  # failed: "inputs" (before training, see CAUSE_FILE) or "run"
+    paused_at: int | None = None  # paused: the step of its checkpoint
 
     @classmethod
     def failed(cls, error: str, cause: str = "run") -> RunOutcome:
@@ -242,7 +243,7 @@ def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
         return RunOutcome("succeeded", result, timeline, curve)
     if exitcode == 0 and (paused := paused_at(out)) is not None:
         timeline, curve = read_events(load_events(out / "metrics.jsonl"))
-        return RunOutcome("paused", None, timeline, curve, resumed_from=paused)
+        return RunOutcome("paused", None, timeline, curve, paused_at=paused)
     if (out / ERROR_FILE).is_file():
         message = (out / ERROR_FILE).read_text(encoding="utf-8").strip()
         cause = out / CAUSE_FILE
