@@ -71,6 +71,8 @@ def read_context(base: dict[str, Any], strategies_configs: list[dict[str, Any]])
             )
     model_config = read_model_config(config.model.name, config.model.trust_remote_code)
     hidden = getattr(model_config, "hidden_size", None)
+    if modality.name == "image" and getattr(model_config, "num_attention_heads", None) is None:
+        hidden = None  # a CNN: its width says nothing about Adam's rate (the image grids)
     return Context(
         hidden_size=hidden if isinstance(hidden, int) else None,
         modality=modality.name,
