@@ -312,25 +312,27 @@ def _link_teachers(cell: list[PlannedRun], study: str) -> list[PlannedRun]:
 
 
 def num_blocks_of(base: dict[str, Any]) -> int:
-    """Number of blocks (``num_hidden_layers``) of the base config's model, from its config file.
+    """Number of blocks of the base config's model, from its config file: ``num_hidden_layers``
+    (or the like) for a transformer, the entries of ``stages`` plus the head conv for a CNN
+    (EfficientNet-Lite's 7 MBConv stages: 8).
 
     >>> num_blocks_of({"model": {"name": "minilm-l6"}})  # doctest: +SKIP
     6
     """
-    from transformers import AutoConfig
-
-    from freezetune.models import resolve_model_path
+    from freezetune.modality import read_model_config
 
     model = RunConfig.from_dict({k: v for k, v in base.items() if k == "model"}).model
-    try:
-        cfg = AutoConfig.from_pretrained(
-            resolve_model_path(model.name), trust_remote_code=model.trust_remote_code
+    cfg = read_model_config(model.name, model.trust_remote_code)
+    if cfg is None:
+        raise UserError(
+            f"cannot read the config of model {model.name}; check the name (or go online for a "
+            "hub model), or list strategies instead of a preset"
         )
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read the config of model {model.name} ({err})") from None
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if isinstance(getattr(cfg, key, None), int):
             return int(getattr(cfg, key))
+    if isinstance(getattr(cfg, "stages", None), list | tuple):
+        return len(cfg.stages) + 1  # the stages and the head conv, as split_units sees them
     raise UserError(f"model {model.name}: its config names no layer count; list strategies")
 
 
