@@ -6,7 +6,9 @@ SIGTERM asked to stop: the loop finishes its step, writes a checkpoint and raise
 At ``--stop-at-step N`` it checkpoints step N and raises :class:`Paused`: a prefix of the
 full-budget run (same warmup/decay horizon and freeze schedule) that ``--resume`` continues
 exactly, as successive halving's rungs need (issue 26). No evaluation is added there, so a
-paused and resumed run equals an uninterrupted one, down to which evaluation was best.
+paused and resumed run equals an uninterrupted one, down to which evaluation was best (advise
+evaluates at its rung steps with ``train.eval_at``, part of the run's identity, so the study
+that checks it evaluates there too).
 
 >>> from freezetune.distributed import Dist
 >>> saver = Checkpointer(Path("runs/x"), every=50, keep=2, dist=Dist())
