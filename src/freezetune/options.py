@@ -208,8 +208,8 @@ def validate_section(config: Any) -> None:
                 raise UserError(f"{where} must be set, got None{hint}")
             continue
         if not _type_ok(value, kind, item_kind(hint_of)):
-            item = _KIND_TEXT[item_kind(hint_of)].removeprefix("a ").removeprefix("whole ")
-            what = _KIND_TEXT.get(kind, f"a comma-separated list of {item}s")
+            items = "whole numbers" if item_kind(hint_of) is int else "strings"
+            what = _KIND_TEXT.get(kind, f"a tuple of {items}")
             raise UserError(f"{where} must be {what}, got {value!r}{hint}")
         choices, bounds = f.metadata["choices"], f.metadata["bounds"]
         if choices and value not in choices:
