@@ -157,3 +157,28 @@ def test_eval_at_is_a_list_of_steps_that_leaves_older_run_ids_alone():
     plain = identity(RunConfig())
     assert "eval_at" not in plain["train"]  # runs stored before it keep their run_ids
     assert config_hash(plain) != config_hash(identity(config))
+
+
+def test_picks_and_wall_time_are_stored_across_calls(tmp_path):
+    import time as clock
+
+    from freezetune.advise.store import (
+        ensure_table,
+        read_picks,
+        start_call,
+        wall_seconds,
+        write_pick,
+    )
+    from freezetune.study.store import open_store
+
+    conn = open_store(tmp_path / "results.sqlite")
+    ensure_table(conn)
+    write_pick(conn, 0, "b")
+    write_pick(conn, 1, "a")
+    assert read_picks(conn) == ["b", "a"]
+    for _ in range(2):  # two invocations, the second after a kill
+        touch = start_call(conn)
+        clock.sleep(0.05)
+        touch()
+    assert 0.1 <= wall_seconds(conn) < 5
+    conn.close()

@@ -366,7 +366,10 @@ def test_teacher_whose_weights_were_removed(capsys, tmp_path, tiny_bert):
         ),
         (["train", "--epochs", "two"], "--epochs must be a whole number, got 'two'"),
         (["train", "--lr"], "--lr needs a value; see freezetune train --help"),
-        ([], "name a command: freezetune train|inspect|study|report|advise (see freezetune --help)"),
+        (
+            [],
+            "name a command: freezetune train|inspect|study|report|advise (see freezetune --help)",
+        ),
         (["inspect", "--fast"], "unknown argument(s) --fast; see freezetune inspect --help"),
         (
             ["study", "--strategies", "full", "--cache-dtype", "bfloat16"],

@@ -35,6 +35,13 @@ The interval is ``mu +- z sqrt(v + seed_sd^2)``, ``z`` the normal quantile of ``
 single curve shows. Everything is clipped to ``bounds`` (the metric's range) when given. One
 point and no references means no idea of the noise: the interval is the whole range.
 
+*Reach.* A prefix's shape says little about the rest of its run when the prefix is short (the
+first ninth of a fine-tune is mostly learning-rate warmup, its curve flat at the trivial
+baseline, which a fit reads as saturation): weighed against a prior, the fit's variance gets
+``(0.25 (1 - x_last) w)^2`` more, ``w`` the metric's range (1 without bounds), so from an early
+prefix the reference curves' remaining gains (same task and budget: an advise's own finished
+runs first) carry the prediction, and from a late one the fit does.
+
 >>> curve = [(k / 27, 0.9 - 0.05 * (k / 27) ** -0.5) for k in range(1, 10)]
 >>> p = predict_final(curve, bounds=(0.0, 1.0))
 >>> round(p.mean, 3), p.low <= 0.85 <= p.high, p.source
@@ -61,6 +68,9 @@ Point = tuple[float, float]
 #: How uncertain a fitted curve's remaining gain is, as a share of the log-linear trend's gain
 #: ``G`` (the extrapolation-distance term of pow3 and exp3).
 KAPPA = 0.1
+#: How much of the metric's range the part of a run still to come may move it, per unit of
+#: that part (:func:`_reach`): 0.25 of the range from 1/9 of a run leaves an sd of 0.22.
+REACH = 0.25
 Bounds = tuple[float, float] | None
 
 
@@ -279,13 +289,20 @@ def predict_final(
     if prior is None:
         return _interval(fit_mean, fit_var, seed_sd, z, level, source, tuple(members), bounds)
     prior = Member("prior", 0.0, _clip(prior.mean, bounds), prior.var)
-    fitted = Member(source, 0.0, fit_mean, fit_var)
+    fitted = Member(source, 0.0, fit_mean, fit_var + _reach(float(x[-1]), bounds))
     both = _weighted([fitted, prior], [_log_var(fit_var), _log_var(prior.var)])
     mean, _ = _mixture(both)
     var = 1 / sum(1 / max(m.var, 1e-24) for m in both)
     var += sum(m.weight * (m.mean - mean) ** 2 for m in both)
     label = "prior" if both[0].weight == 0 else f"{source}+prior"
     return _interval(mean, var, seed_sd, z, level, label, (*members, prior), bounds)
+
+
+def _reach(x_last: float, bounds: Bounds) -> float:
+    """``(REACH (1 - x_last) w)^2``: what a prefix cannot tell about the rest of its run (an
+    early prefix is mostly warmup), ``w`` the metric's range (1 without bounds)."""
+    width = 1.0 if bounds is None else bounds[1] - bounds[0]
+    return (REACH * (1 - x_last) * width) ** 2
 
 
 def _log_var(var: float) -> float:
