@@ -9,12 +9,14 @@ study YAML under ``advise:`` (``--config``); flags win over the YAML.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from freezetune.config import load_yaml
 from freezetune.errors import UserError
+from freezetune.records import atomic_write_text
 from freezetune.flags import add_config_flags, add_flag, add_overrides, flag_for
 from freezetune.study.cli import (
     add_executor_args,
@@ -106,7 +108,11 @@ def _check(args: argparse.Namespace, folder: Path) -> int:
         conn.close()
     references = shipped() + from_folders(_references(args))
     found = check_advice(read_advice(folder), rows, references=references, study=study.name)
-    print(found.markdown())
+    text = found.markdown()
+    atomic_write_text(folder / "check.md", text + "\n")
+    atomic_write_text(folder / "check.json", json.dumps(found.to_dict(), indent=1) + "\n")
+    print(text)
+    print(f"wrote {folder / 'check.md'} and {folder / 'check.json'}")
     return 0
 
 
