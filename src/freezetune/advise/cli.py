@@ -16,8 +16,8 @@ from typing import Any
 
 from freezetune.config import load_yaml
 from freezetune.errors import UserError
-from freezetune.records import atomic_write_text
 from freezetune.flags import add_config_flags, add_flag, add_overrides, flag_for
+from freezetune.records import atomic_write_text
 from freezetune.study.cli import (
     add_executor_args,
     base_flags,
