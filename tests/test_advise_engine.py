@@ -203,3 +203,17 @@ def test_images_go_through_the_same_advise(tiny_effnet, tiny_fashion_mnist, tmp_
     assert advice.modality == "image" and advice.task == "fashion-mnist"
     assert {a.lr for a in advice.arms} == {1e-3, 1e-2}  # the image grids' middle rates
     assert "advise img: 2 arms" in capsys.readouterr().out
+
+
+def test_check_against_the_full_study_of_the_same_arms(advised, tiny_bert, capsys):
+    folder = advised.folder
+    root = folder.parent
+    assert main(["study", "--config", str(folder / "study.yaml"), "--out-root", str(root),
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(cli_args(tiny_bert, root, "--check", str(root / "tiny-study"))) == 0
+    out = capsys.readouterr().out
+    found = json.loads((folder / "check.json").read_text())
+    assert found["study"] == "tiny-study" and len(found["arms"]) == 6
+    assert -1 <= found["spearman"] <= 1 or found["spearman"] is None
+    assert "Spearman" in out and (folder / "check.md").is_file()

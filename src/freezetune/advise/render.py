@@ -129,6 +129,8 @@ def headline(advice: Advice) -> str:
         f"{advice.metric} {points(score.mean)} (80% interval {points(score.low)} to "
         f"{points(score.high)}, {source(score)})"
     )  # fmt: skip
+    if score is not None and score.high == score.low:  # one seed and no other measured noise
+        said = f"{advice.metric} {points(score.mean)} ({source(score)}; its noise not measured)"
     first = f"Train {pick.label}: {said}, {_time(pick)}{_versus(advice, pick)}."
     rule = "" if advice.optimize == "accuracy" else (
         f"It is the arm with the least {OPTIMIZE.get(advice.optimize, advice.optimize)} whose "
