@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OPTIMIZE", "Advice", "ArmResult", "Score", "TrainTime", "read_advice"]
+__all__ = ["OPTIMIZE", "Advice", "ArmResult", "Score", "TrainTime", "finite_json", "read_advice"]
 
 #: what ``--optimize`` may minimise: training time, inference cost, or the score itself
 OPTIMIZE = ("train", "inference", "accuracy")
@@ -128,16 +128,17 @@ class Advice:
 
     def to_json(self) -> str:
         """Strict JSON: a NaN (a failed evaluation) is written as null."""
-        return json.dumps(_finite(self.to_dict()), indent=1, allow_nan=False)
+        return json.dumps(finite_json(self.to_dict()), indent=1, allow_nan=False)
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
+    """Plain data with every non-finite float as None (strict JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 

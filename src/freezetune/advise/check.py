@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from freezetune.advise.advice import Advice, ArmResult
+from freezetune.advise.advice import Advice, ArmResult, finite_json
 from freezetune.advise.check_measures import (
     BaselineCheck,
     baselines,
@@ -142,21 +142,11 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (NaN as None)."""
-        return _plain(dataclasses.asdict(self))
+        return finite_json(dataclasses.asdict(self))
 
     def markdown(self) -> str:
         """A short table per arm, the measures in sentences, and the baselines' table."""
         return _markdown(self)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _f(value: float | None, spec: str = ".1f", scale: float = 100.0, unit: str = "") -> str:

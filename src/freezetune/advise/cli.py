@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from freezetune.config import load_yaml
 from freezetune.errors import UserError
 from freezetune.flags import add_config_flags, add_flag, add_overrides, flag_for
 from freezetune.records import atomic_write_text
@@ -24,6 +23,7 @@ from freezetune.study.cli import (
     base_from_args,
     duration,
     executor_from_args,
+    grid_from_args,
 )
 
 __all__ = ["add_advise_args", "advise_spec_from_args", "cmd_advise"]
@@ -70,16 +70,7 @@ def advise_spec_from_args(args: argparse.Namespace) -> Any:
     """The validated :class:`~freezetune.advise.spec.AdviseSpec` of a command line."""
     from freezetune.advise.spec import AdviseSpec
 
-    data = load_yaml(args.config) if args.config else {}
-    if not (args.config or args.preset or args.strategies):
-        raise UserError(
-            "say what to compare: --preset strategies|depth|speed, --strategies full,head,"
-            "bottom:3, or --config study.yaml"
-        )
-    if args.preset is not None:
-        data["preset"] = args.preset
-    if args.strategies is not None:
-        data["strategies"] = [v.strip() for v in args.strategies.split(",") if v.strip()]
+    data = grid_from_args(args)
     settings = dict(data.get("advise") or {})
     for key in ("lrs", "optimize", "tolerance", "seeds", "eta"):
         if getattr(args, key) is not None:

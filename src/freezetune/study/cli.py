@@ -38,6 +38,7 @@ __all__ = [
     "cmd_report",
     "cmd_study",
     "executor_from_args",
+    "grid_from_args",
     "retry_command",
     "spec_from_args",
 ]
@@ -121,27 +122,29 @@ def base_from_args(data: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     return apply_overrides(apply_flags(copy_data(base), args, base_flags()), args.overrides or [])
 
 
-def spec_from_args(args: argparse.Namespace) -> Any:
-    """The validated :class:`StudySpec` that a ``freezetune study`` command line describes."""
-    from freezetune.study.spec import StudySpec
-
+def grid_from_args(args: argparse.Namespace, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The study YAML (``--config``) with the command line's ``--preset``, ``--strategies`` and
+    the comma-separated ``lists`` (e.g. ``seeds``) laid over it; its base not yet built."""
     data = load_yaml(args.config) if args.config else {}
     if not (args.config or args.preset or args.strategies):
         raise UserError(
             "say what to compare: --config study.yaml, --preset depth|strategies|speed, "
             "or --strategies full,head,bottom:3"
         )
-    for key, value in (
-        ("preset", args.preset),
-        ("strategies", args.strategies),
-        ("seeds", args.seeds),
-        ("lrs", args.lrs),
-        ("train_sizes", args.train_sizes),
-    ):
+    if args.preset is not None:
+        data["preset"] = args.preset
+    for key in ("strategies", *lists):
+        value = getattr(args, key)
         if value is not None:
-            data[key] = (
-                [v.strip() for v in value.split(",") if v.strip()] if key != "preset" else value
-            )
+            data[key] = [v.strip() for v in value.split(",") if v.strip()]
+    return data
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The validated :class:`StudySpec` that a ``freezetune study`` command line describes."""
+    from freezetune.study.spec import StudySpec
+
+    data = grid_from_args(args, ("seeds", "lrs", "train_sizes"))
     data["name"] = args.name or data.get("name") or args.preset or "study"
     data["base"] = base_from_args(data, args)
     return StudySpec.from_dict(data)
