@@ -149,10 +149,18 @@ def test_a_killed_advise_resumes_with_its_decisions_intact(advised, tiny_bert, t
 
 
 def test_ray_gives_the_local_executors_answer(advised, tiny_bert, tmp_path, monkeypatch):
+    import builtins
+
     ray = pytest.importorskip("ray")
     for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(builtins, "print", builtins.print)  # ray.init wraps it: put it back
+    # plugins other tests of this process registered by code must import in Ray's workers too
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    )
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
              _temp_dir=str(Path("/tmp") / f"ft-ray-advise-{os.getpid()}"))  # fmt: skip
     try:
