@@ -2,8 +2,8 @@
 
 An executor (local processes, Ray: :mod:`freezetune.study.executors`) trains each arm up to
 its rung step (``PlannedRun.stop_at_step``) and hands the outcome to the ledger, as in a study.
-:class:`ArmLedger` records a paused arm (``runs`` row ``paused``, its checkpoint kept), and for
-every arm the rung rows of :mod:`~.store`: each evaluation as an ``observed`` row, a crash, a
+:class:`ArmLedger` records it as the study's ledger does (a paused run's row says ``paused``,
+its checkpoint kept), and for every arm the rung rows of :mod:`~.store`: each evaluation as an ``observed`` row, a crash, a
 non-finite score or an arm that did not reach its rung step as a ``failed`` row. All in the
 one writer, so a killed advise reads them back intact.
 """
@@ -11,8 +11,6 @@ one writer, so a killed advise reads them back intact.
 from __future__ import annotations
 
 import math
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from freezetune.advise.halving import FAILED, OBSERVED, Row
@@ -20,7 +18,6 @@ from freezetune.advise.store import write_rows
 from freezetune.errors import UserError
 from freezetune.study.executors import Ledger
 from freezetune.study.spec import PlannedRun
-from freezetune.study.store import pause_run
 from freezetune.study.worker import RunOutcome, load_events
 
 __all__ = ["ArmLedger", "observed_rows", "rung_rows"]
@@ -68,43 +65,22 @@ def rung_rows(
 
 
 class ArmLedger(Ledger):
-    """A :class:`~freezetune.study.executors.Ledger` for advise's arms (see the module)."""
+    """A :class:`~freezetune.study.executors.Ledger` for advise's arms (see the module): as
+    the study's, plus each arm's rung rows; ``rungs`` says which rung each run ran toward."""
 
     noun = "advise"
 
     def __init__(
-        self,
-        conn: sqlite3.Connection,
-        folder: Path,
-        name: str,
-        planned: list[PlannedRun],
-        todo: list[PlannedRun],
-        *,
-        rungs: dict[str, int],
-        metric: str,
-        budget: int,
-        progress: bool = True,
-        executor: str = "local",
+        self, *args: Any, rungs: dict[str, int], metric: str, budget: int, **kwargs: Any
     ) -> None:
-        super().__init__(conn, folder, name, planned, todo, progress=progress, executor=executor)
+        super().__init__(*args, **kwargs)
         self.rungs, self.metric, self.budget = rungs, metric, budget
 
     def end(self, run: PlannedRun, outcome: RunOutcome) -> bool:
         """Record the outcome; True if the arm reached its rung step with a finite score."""
-        target = run.stop_at_step or self.budget
-        if outcome.status == "paused" and outcome.paused_at == target:
-            pause_run(self.conn, run.run_id, outcome.curve)
-            self.running.pop(run.run_id, None)
-            self.busy.discard(run.run_id)
-            self.ended += 1
-            self.show()
-            ok = True
-        elif outcome.status == "paused":  # stopped elsewhere (a signal's checkpoint)
-            why = f"paused at step {outcome.paused_at}, not at its rung step {target}"
-            ok = super().end(run, RunOutcome.failed(why))
-        else:
-            ok = super().end(run, outcome)
+        ok = super().end(run, outcome)
         self._check_budget(run)
+        target = run.stop_at_step or self.budget
         rung = self.rungs.get(run.run_id, 0)
         rows = rung_rows(run.run_id, rung, outcome.curve, self.metric, target if ok else None)
         write_rows(self.conn, rows)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from freezetune.study.executors.keep import drop_weights, weights_to_drop
 from freezetune.study.spec import PlannedRun
-from freezetune.study.store import RunRow, fail_run, finish_run, read_rows, start_run
+from freezetune.study.store import RunRow, fail_run, finish_run, pause_run, read_rows, start_run
 from freezetune.study.worker import RunOutcome
 
 __all__ = ["Ledger", "next_ready", "run_config"]
@@ -110,8 +110,14 @@ class Ledger:
             self.show()
 
     def end(self, run: PlannedRun, outcome: RunOutcome) -> bool:
-        """Record how the run ended; True if it succeeded. Then apply ``--keep-models``."""
-        if outcome.status == "succeeded" and outcome.result is not None:
+        """Record how the run ended; True if it succeeded (or paused where its
+        ``stop_at_step`` said: its checkpoint is kept). Then apply ``--keep-models``."""
+        if outcome.status == "paused" and outcome.paused_at != run.stop_at_step:
+            why = f"paused at step {outcome.paused_at}, not at its stop step {run.stop_at_step}"
+            outcome = RunOutcome.failed(why)  # e.g. a signal's checkpoint
+        if outcome.status == "paused":
+            pause_run(self.conn, run.run_id, outcome.curve)
+        elif outcome.status == "succeeded" and outcome.result is not None:
             where = outcome.where or self.running.get(run.run_id) or None
             stamp = {"name": self.executor, "host": where or socket.gethostname()}
             result = {**outcome.result, "executor": {**stamp, "resumed_from": outcome.resumed_from}}
@@ -127,7 +133,7 @@ class Ledger:
         self.ended += 1
         self.prune()
         self.show()
-        return outcome.status == "succeeded"
+        return outcome.status in ("succeeded", "paused")
 
     def prune(self) -> None:
         """Drop the weights ``--keep-models`` no longer keeps (never a busy run's)."""
