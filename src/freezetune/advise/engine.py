@@ -41,7 +41,7 @@ from freezetune.records import atomic_write_text
 from freezetune.study.executors import Executor, Ledger, make_executor
 from freezetune.study.spec import PlannedRun
 from freezetune.study.store import open_store, pause_run, read_rows, study_lock
-from freezetune.study.worker import load_events, paused_at
+from freezetune.study.worker import load_events, unfinished_step
 
 __all__ = ["AdviseOutcome", "run_advise"]
 
@@ -143,7 +143,7 @@ def _read_back(run: _Run, actions: Sequence[Action]) -> list[Action]:
     todo = []
     for action in actions:
         out, arm = run.folder / "runs" / str(action.arm), str(action.arm)
-        if paused_at(out) == action.run_to:
+        if unfinished_step(out) == action.run_to:
             events = [e for e in load_events(out / "metrics.jsonl") if e.get("event") == "eval"]
             pause_run(run.conn, arm, events)
             write_rows(run.conn, rung_rows(arm, action.rung, events, run.context.metric,

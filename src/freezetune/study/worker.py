@@ -45,11 +45,11 @@ __all__ = [
     "launch",
     "load_events",
     "outcome_of",
-    "paused_at",
     "read_events",
     "run_in_child",
     "train_and_record",
     "train_in_child",
+    "unfinished_step",
 ]
 
 ERROR_FILE = "error.txt"
@@ -241,7 +241,7 @@ def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
         result = current_names(json.loads(result_path.read_text(encoding="utf-8")))
         timeline, curve = read_events(load_events(out / "metrics.jsonl"))
         return RunOutcome("succeeded", result, timeline, curve)
-    if exitcode == 0 and (paused := paused_at(out)) is not None:
+    if exitcode == 0 and (paused := unfinished_step(out)) is not None:
         timeline, curve = read_events(load_events(out / "metrics.jsonl"))
         return RunOutcome("paused", None, timeline, curve, paused_at=paused)
     if (out / ERROR_FILE).is_file():
@@ -257,9 +257,9 @@ def outcome_of(out: Path, exitcode: int | None) -> RunOutcome:
     return RunOutcome.failed(message)
 
 
-def paused_at(out: Path) -> int | None:
-    """The step of the newest checkpoint of a run that has no result yet (paused there by
-    ``train.stop_at_step``), else None."""
+def unfinished_step(out: Path) -> int | None:
+    """The step of the newest intact checkpoint of a run that has no result yet (where it
+    paused at ``train.stop_at_step``, or where a new attempt resumes), else None."""
     from freezetune.checkpoint import find_latest
     from freezetune.checkpointer import checkpoint_step
 

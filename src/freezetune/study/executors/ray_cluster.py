@@ -59,7 +59,7 @@ from freezetune.plugins import code_modules
 from freezetune.records import atomic_write_text
 from freezetune.study.executors.ledger import Ledger, next_ready, run_config
 from freezetune.study.spec import PlannedRun
-from freezetune.study.worker import RunOutcome, error_line, run_in_child
+from freezetune.study.worker import RunOutcome, error_line, run_in_child, unfinished_step
 
 __all__ = [
     "DEFAULT_RESOURCES",
@@ -171,14 +171,6 @@ def _check_shared(shared: SharedFolder, ip: str) -> None:
         )
 
 
-def _checkpoint_step(out: Path) -> int | None:
-    """The newest checkpoint's step an unfinished attempt left in ``out``, if any."""
-    if (out / "result.json").is_file():
-        return None
-    steps = [p.name.rpartition("-")[2] for p in (out / "checkpoints").glob("step-*")]
-    return max((int(s) for s in steps if s.isdigit()), default=None)
-
-
 def run_on_node(config: dict[str, Any], shared: SharedFolder) -> RunOutcome:
     """The Ray task: check the shared folder, note where it runs, train in a child process."""
     import ray
@@ -186,7 +178,7 @@ def run_on_node(config: dict[str, Any], shared: SharedFolder) -> RunOutcome:
     ip = ray.util.get_node_ip_address()
     _check_shared(shared, ip)
     out = Path(config["out"])
-    resumed = _checkpoint_step(out)
+    resumed = unfinished_step(out)
     node = ray.get_runtime_context().get_node_id()
     note = {"ip": ip, "node_id": node, "pid": os.getpid(), "resumed_from": resumed}
     atomic_write_text(Path(shared.notes) / f"{out.name}.json", json.dumps(note))
