@@ -36,7 +36,7 @@ from freezetune.advise.curves import predict_final
 from freezetune.report.rules import Signal, signal
 from freezetune.report.stats import mean_ci
 
-__all__ = ["COST_NOISE", "ArmFacts", "answer", "cheapest", "seed_noise"]
+__all__ = ["COST_NOISE", "ArmFacts", "answer", "best_so_far", "cheapest", "seed_noise"]
 
 T = TypeVar("T")
 LEVEL = 0.8
@@ -91,12 +91,17 @@ def _bounds(metric: str) -> tuple[float, float]:
     return (0.0, 1.0) if metric in ("accuracy", "f1") else (-1.0, 1.0)
 
 
-def _best_so_far(curve: Sequence[tuple[int, float]], budget: int) -> list[tuple[float, float]]:
+def best_so_far(curve: Sequence[tuple[int, float]], budget: int) -> list[tuple[float, float]]:
+    """``(step / budget, best score so far)`` of (step, score) evaluations, NaNs left out.
+
+    >>> best_so_far([(5, 0.6), (10, 0.5), (20, 0.7)], 20)
+    [(0.25, 0.6), (0.5, 0.6), (1.0, 0.7)]
+    """
     out: list[tuple[float, float]] = []
     for step, score in sorted(curve):
         if math.isfinite(score):
             best = max(score, out[-1][1]) if out else score
-            out.append((step / budget, best))
+            out.append((min(1.0, step / budget), best))
     return out
 
 
@@ -112,9 +117,9 @@ def _finalist_score(arm: ArmFacts, seed_sd: float) -> Score:
 def _score(arm: ArmFacts, seed_sd: float, metric: str, refs: Curves) -> Score | None:
     if arm.status == "failed":
         return None
-    if arm.status == "finalist" and arm.seeds:
+    if arm.seeds:  # it ran to its end (a finalist, or a pick trained after the halving)
         return _finalist_score(arm, seed_sd)
-    curve = _best_so_far(arm.curve, arm.budget)
+    curve = best_so_far(arm.curve, arm.budget)
     if not curve:
         return None
     p = predict_final(curve, seed_sd=seed_sd, level=LEVEL, references=refs, bounds=_bounds(metric))

@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from freezetune.advise.answer import ArmFacts, Curves
+from freezetune.advise.answer import ArmFacts, Curves, best_so_far
 from freezetune.advise.context import Context
 from freezetune.advise.costs import time_points
 from freezetune.advise.halving import Decision
 from freezetune.advise.lrs import family_label, family_of
+from freezetune.advise.references import without_lr
 from freezetune.study.spec import PlannedRun
 from freezetune.study.worker import load_events
 
@@ -115,8 +116,6 @@ def arm_facts(
 
 def _strategy(arm: PlannedRun) -> str:
     """The arm's label without its lr: ``"bottom:3 (lr=0.0001)"`` -> ``"bottom:3"``."""
-    from freezetune.advise.references import without_lr
-
     return without_lr(arm.strategy)
 
 
@@ -134,12 +133,10 @@ def own_curves(
         folder_of = folder / "runs" / run.run_id
         if _best(_result(folder_of), metric) is None:
             continue
-        curve: list[tuple[float, float]] = []
-        for event in load_events(folder_of / "metrics.jsonl"):
-            value = event.get(metric)
-            if event.get("event") == "eval" and isinstance(value, int | float):
-                best = max(float(value), curve[-1][1]) if curve else float(value)
-                curve.append((min(1.0, int(event["step"]) / budget), best))
+        events = load_events(folder_of / "metrics.jsonl")
+        points = [(int(e["step"]), float(e[metric])) for e in events
+                  if e.get("event") == "eval" and isinstance(e.get(metric), int | float)]  # fmt: skip
+        curve = best_so_far(points, budget)
         if curve and curve[-1][0] == 1.0:
             out.append((family_of(_family_label(run)), curve))
     return out

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from freezetune.advise.advice import ArmResult
+from freezetune.advise.answer import best_so_far
 from freezetune.advise.lrs import family_of
 from freezetune.errors import UserError
 from freezetune.study.store import RunRow, open_store, read_rows
@@ -121,12 +122,9 @@ def _curve(row: RunRow, metric: str) -> Curve:
     if not points:
         return ()
     budget = int((row.result or {}).get("steps") or max(step for step, _ in points))
-    best, out = -math.inf, []
-    for step, value in sorted(points):
-        best = max(best, value)
-        out.append((min(step / budget, 1.0), best))
+    out = best_so_far(points, budget)
     if out[-1][0] < 1.0:
-        out.append((1.0, best))
+        out.append((1.0, out[-1][1]))
     return tuple(out)
 
 
