@@ -127,22 +127,17 @@ def _score(arm: ArmFacts, seed_sd: float, metric: str, refs: Curves) -> Score | 
 
 
 def _speeds(arms: Sequence[ArmFacts]) -> dict[str, tuple[float | None, float | None]]:
-    """Per strategy (the lr changes nothing about a step's cost): the first epoch's seconds
-    per step measured over the longest stretch any of its arms ran, and the later-epoch speed
-    ratio of the arm that ran furthest."""
-    found: dict[str, tuple[int, float | None, int, float | None]] = {}
+    """Per strategy (the lr changes nothing about a step's cost), from its arm that ran
+    furthest: the first epoch's seconds per step, and the later-epoch speed ratio."""
+    furthest: dict[str, ArmFacts] = {}
     for arm in arms:
-        if not arm.times:
-            continue
-        span, rate = min(arm.times[-1][0], arm.per_epoch), epoch_rate(arm.times, arm.per_epoch)
-        ratio = later_ratio(arm.times, arm.per_epoch)
-        best = found.get(arm.strategy, (0, None, 0, None))
-        if rate is not None and span > best[0]:
-            best = (span, rate, *best[2:])
-        if ratio is not None and arm.times[-1][0] > best[2]:
-            best = (*best[:2], arm.times[-1][0], ratio)
-        found[arm.strategy] = best
-    return {strategy: (rate, ratio) for strategy, (_, rate, _, ratio) in found.items()}
+        best = furthest.get(arm.strategy)
+        if arm.times and (best is None or arm.times[-1][0] > best.times[-1][0]):
+            furthest[arm.strategy] = arm
+    return {
+        strategy: (epoch_rate(arm.times, arm.per_epoch), later_ratio(arm.times, arm.per_epoch))
+        for strategy, arm in furthest.items()
+    }
 
 
 def _cost(optimize: str, arm: ArmResult) -> float:
