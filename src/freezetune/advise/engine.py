@@ -89,10 +89,11 @@ class _Run:
         self.touch()
 
 
-def plan_of(spec: AdviseSpec, budget: int, n_arms: int) -> Halving:
-    ids: dict[Hashable, int] = {f"arm{i}": budget for i in range(n_arms)}
-    first = FIRST if n_arms > spec.eta else 1 / spec.eta
-    return Halving.of(ids, eta=spec.eta, first=first, finalists=1, rung_score="best")
+def plan_of(spec: AdviseSpec, ids: Sequence[Hashable], budget: int) -> Halving:
+    """The halving of arms ``ids``, each of ``budget`` steps."""
+    first = FIRST if len(ids) > spec.eta else 1 / spec.eta
+    budgets = dict.fromkeys(ids, budget)
+    return Halving.of(budgets, eta=spec.eta, first=first, finalists=1, rung_score="best")
 
 
 def _prepare(spec: AdviseSpec) -> tuple[Context, list[PlannedRun], Halving]:
@@ -102,10 +103,9 @@ def _prepare(spec: AdviseSpec) -> tuple[Context, list[PlannedRun], Halving]:
     probe = spec.study.grid()
     context = read_context(spec.study.base, [run.config for run in probe])
     n = len(spec.strategies(context.hidden_size, context.modality))
-    shape = plan_of(spec, context.budget, n)
+    shape = plan_of(spec, range(n), context.budget)  # its rung steps fix the evaluations...
     arms = spec.arms(context.hidden_size, eval_steps(shape), context.modality)
-    budgets: dict[Hashable, int] = {arm.run_id: context.budget for arm in arms}  # by run id
-    plan = Halving.of(budgets, eta=shape.eta, first=shape.first, finalists=1, rung_score="best")
+    plan = plan_of(spec, [arm.run_id for arm in arms], context.budget)  # ...and the run ids
     preflight(arms)
     return context, arms, plan
 
