@@ -225,8 +225,11 @@ def test_a_node_that_does_not_see_the_study_folder_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
+    import builtins
+
     ray = pytest.importorskip("ray")
     temp = tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp")
+    printer = builtins.print  # ray.init wraps it; later tests of this process want it back
     with pytest.MonkeyPatch.context() as mp:
         for key, value in RAY_ENV.items():
             mp.setenv(key, value)
@@ -234,6 +237,7 @@ def local_ray():
     try:
         yield ray
     finally:
+        builtins.print = printer
         ours = {pid: start for pid, start in tree(os.getpid()).items() if is_ray(pid, temp)}
         ray.shutdown()
         stop_processes([], also=ours)
